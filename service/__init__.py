@@ -1,0 +1,1 @@
+"""The search service: ONNX Runtime inference, FAISS index + SQLite metadata, FastAPI."""

@@ -1,0 +1,1 @@
+"""Training and evaluation: datasets, samplers, losses, the training loop, metrics, re-ranking."""
