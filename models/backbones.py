@@ -45,12 +45,27 @@ def shared_dir() -> Path:
 
 
 def default_mobilenetv2_weights() -> Path:
-    return shared_dir() / "weights" / "mobilenetv2_imagenet.pt"
+    """../shared's copy when present, else the one `reid fetch-weights` puts in the cache."""
+    shared = shared_dir() / "weights" / "mobilenetv2_imagenet.pt"
+    if shared.is_file():
+        return shared
+    from models.weights import default_weights_path
+
+    return default_weights_path()
 
 
 def load_by_position(module: nn.Module, weights_path: str | Path) -> None:
     """Load a state_dict whose tensors are in ``module``'s order but under other names."""
-    src = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+    if not Path(weights_path).is_file():
+        raise FileNotFoundError(f"weights file not found: {weights_path} (run `reid fetch-weights` for the "
+                                "ImageNet MobileNetV2 weights, or set pretrained: null)")
+    try:
+        src = torch.load(str(weights_path), map_location="cpu", weights_only=True)
+    except Exception as exc:  # torch raises KeyError/UnpicklingError/RuntimeError for non-checkpoints
+        why = f"{type(exc).__name__}: {exc}"
+        raise ValueError(f"{weights_path}: not a PyTorch state_dict file ({why})") from exc
+    if not isinstance(src, dict) or not all(isinstance(v, torch.Tensor) for v in src.values()):
+        raise ValueError(f"{weights_path}: expected a state_dict (name → tensor), got {type(src).__name__}")
     dst = module.state_dict()
     src_t = [v for v in src.values()]
     dst_keys = list(dst.keys())
@@ -141,11 +156,19 @@ def insert_after(backbone: Backbone, point: str, make_block: Callable[[int, int]
         raise ValueError(f"unknown stage {stage_name!r} in insertion point {point!r}; stages: {STAGES}")
     stage = backbone.stages[stage_name]
     blocks = list(stage)
-    pos = len(blocks) - 1 if idx == "" else int(idx)
-    if not 0 <= pos < len(blocks):
-        raise ValueError(f"{point!r}: stage {stage_name} has {len(blocks)} blocks")
+    # ``stage.i`` counts the backbone's own blocks: earlier insertions must not shift the indices
+    own = [j for j, b in enumerate(blocks) if not getattr(b, "_inserted", False)]
+    if idx == "":
+        pos = len(blocks) - 1
+    else:
+        i = int(idx)
+        if not 0 <= i < len(own):
+            raise ValueError(f"{point!r}: stage {stage_name} has {len(own)} blocks")
+        pos = own[i + 1] - 1 if i + 1 < len(own) else len(blocks) - 1
     channels = _out_channels(blocks[: pos + 1], backbone.info.channels[stage_name])
-    blocks.insert(pos + 1, make_block(channels, backbone.info.strides[stage_name]))
+    block = make_block(channels, backbone.info.strides[stage_name])
+    block._inserted = True
+    blocks.insert(pos + 1, block)
     backbone.stages[stage_name] = nn.Sequential(*blocks)
 
 

