@@ -175,11 +175,18 @@ class NormalizedEmbedder(nn.Module):
 
 def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[nn.Module, ModelConfig, dict]:
     """Rebuild a model from a training checkpoint (no pretrained download: weights come from it)."""
-    ckpt = torch.load(path, map_location=map_location, weights_only=False)
-    if "model_config" not in ckpt:
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises UnpicklingError/RuntimeError/KeyError on non-checkpoints
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ValueError(f"{path} is not a reid checkpoint (no model_config)")
     cfg = ModelConfig.from_dict({**ckpt["model_config"], "pretrained": None})
     model = build_model(cfg)
-    model.load_state_dict(ckpt["model"])
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # e.g. saved with another block layout; keep the message short
+        raise ValueError(f"{path}: weights do not match its model_config: "
+                         f"{' '.join(str(exc).split())[:300]}") from exc
     model.eval()
     return model, cfg, ckpt

@@ -135,7 +135,11 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter(f"checkpoint not found: {checkpoint}")
         from models.export import export_checkpoint
 
-        for p in export_checkpoint(checkpoint, out, version=version):
+        try:
+            paths = export_checkpoint(checkpoint, out, version=version)
+        except ValueError as exc:  # not a checkpoint / not a reid checkpoint / bad model_config
+            raise typer.BadParameter(str(exc)) from exc
+        for p in paths:
             typer.echo(str(p))
 
     @app.command("fetch-weights")

@@ -20,8 +20,7 @@ from torch.utils.data import DataLoader
 from models.networks import TKP, build_model
 from training.config import TrainConfig
 from training.datasets import Split, load_split, relabel, tracklets
-from training.losses import (batch_hard_triplet, label_smoothed_ce, tkp_distance_loss, tkp_feature_loss,
-                             tkp_triplets)
+from training.losses import batch_hard_triplet, label_smoothed_ce, tkp_distance_loss, tkp_feature_loss, tkp_triplets
 from training.sampler import RandomIdentitySampler
 from training.transforms import ClipTrainSet, ImageTrainSet
 
@@ -180,15 +179,15 @@ class Trainer:
         return row
 
     def evaluate(self) -> dict[str, float]:
-        from training.evaluate import TorchEmbedder, evaluate
+        from training.evaluate import EmbeddingCache, TorchEmbedder, evaluate
 
         split: Split = self.eval_split
         if not split.query or not split.gallery:
             return {}
-        embedder = TorchEmbedder(self.model, self.cfg.model)
+        cache = EmbeddingCache(TorchEmbedder(self.model, self.cfg.model))  # modes share images
         results = {}
         for mode in self.cfg.eval_modes:
-            r = evaluate(split, embedder, mode=mode)
+            r = evaluate(split, cache.embedder, mode=mode, cache=cache)
             results.update({f"{mode}_{k}": r[k] for k in ("rank1", "mAP", "mINP")})
         self.model.train()
         return results

@@ -1,0 +1,111 @@
+"""Accuracy table for bench/accuracy.md: every row is measured by the same `reid eval` command
+(printed beside it), plus training wall time (from the run's log.csv) and embedding img/s of the
+row's image ONNX model measured side by side in this one run on this machine.
+
+    python bench/accuracy.py                      # the rows below, models from runs/ and models/default
+    python bench/accuracy.py --data DIR --format cuhk03
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(REPO))
+
+SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
+OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
+OSNET_FLAGS = ["--height", "256", "--width", "128", "--color", "RGB", "--scale", str(1 / 255)]
+
+# name, model path, training log, training command, eval modes
+ROWS = [
+    ("MobileNetV2 baseline (BN neck, CE + triplet)", "runs/baseline_mobilenetv2_cuhk03/export",
+     "runs/baseline_mobilenetv2_cuhk03/log.csv", "reid train configs/baseline_mobilenetv2_cuhk03.yaml",
+     ["i2i", "i2v"]),
+    ("MobileNetV2 + IA blocks (shipped default)", "models/default",
+     "models/default/training_log.csv", "reid train configs/ianet_mobilenetv2_cuhk03.yaml", ["i2i", "i2v"]),
+    ("TKP: MobileNetV2 image net taught by a non-local video net", "runs/tkp_mobilenetv2_cuhk03/export",
+     "runs/tkp_mobilenetv2_cuhk03/log.csv", "reid train configs/tkp_mobilenetv2_cuhk03.yaml", ["i2i", "i2v"]),
+    ("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ["i2i", "i2v"]),
+]
+
+
+def reid_eval(model: str, data: Path, fmt: str, mode: str, extra: list[str]) -> tuple[dict, str]:
+    cmd = ["reid", "eval", "--model", model, "--data", str(data), "--format", fmt, "--mode", mode, *extra]
+    exe = [str(Path(sys.executable).parent / "reid"), *cmd[1:]]
+    out = subprocess.run(exe, cwd=REPO, capture_output=True, text=True, check=True).stdout
+    return json.loads(out.strip().splitlines()[-1]), " ".join(cmd)
+
+
+def train_minutes(log: str) -> str:
+    path = REPO / log
+    if not log or not path.is_file():
+        return "—"
+    with open(path) as f:
+        rows = list(csv.DictReader(f))
+    return f"{float(rows[-1]['train_seconds']) / 60:.0f} min ({rows[-1]['epoch']} epochs)"
+
+
+def embed_speed(model: str, images: list, extra: list[str]) -> float:
+    from models.preprocess import PreprocessSpec
+    from training.evaluate import OnnxEmbedder
+
+    spec = PreprocessSpec(height=256, width=128) if extra else None
+    emb = OnnxEmbedder(model, spec=spec, batch_size=64)
+    emb.embed_images(images[:64])  # warm-up
+    t = time.perf_counter()
+    emb.embed_images(images)
+    return len(images) / (time.perf_counter() - t)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser()
+    ap.add_argument("--data", default=str(SHARED / "data" / "cuhk03" / "val"))
+    ap.add_argument("--format", default="cuhk03")
+    ap.add_argument("--out", default=str(REPO / "bench" / "accuracy.md"))
+    args = ap.parse_args()
+    from models.preprocess import read_image
+
+    data = Path(args.data)
+    speed_images = [read_image(str(p)) for p in sorted(data.glob("*.jpg"))[:512]]
+    lines = [
+        "# Accuracy on CUHK03 val (development benchmark)",
+        "",
+        f"Made by `python bench/accuracy.py` on {time.strftime('%Y-%m-%d')}; machine: {platform.machine()}, "
+        f"{os.cpu_count()} CPU cores, no GPU. Query = camera A, gallery = camera B of the 100 val identities "
+        "(938 images); I2V: query = first camera-A frame, gallery = camera-B pseudo-tracklets. "
+        "Rank-1 / mAP / mINP in %, non-interpolated AP, no re-ranking, no flip. Embedding img/s = ONNX Runtime, "
+        "CPU, batch 64, all models timed in the same run.",
+        "",
+        "| model | I2I R1 | I2I mAP | I2I mINP | I2V R1 | I2V mAP | I2V mINP | training | embed img/s | "
+        "train command |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    commands = []
+    for name, model, log, train_cmd, modes in ROWS:
+        if not (REPO / model).exists() and not Path(model).exists():
+            print(f"skip {name}: {model} missing", file=sys.stderr)
+            continue
+        extra = OSNET_FLAGS if model == str(OSNET) else []
+        cells = []
+        for mode in modes:
+            r, cmd = reid_eval(model, data, args.format, mode, extra)
+            commands.append(cmd)
+            cells += [f"{r['rank1']:.1f}", f"{r['mAP']:.1f}", f"{r['mINP']:.1f}"]
+        speed = embed_speed(str(REPO / model) if (REPO / model).exists() else model, speed_images, extra)
+        lines.append(f"| {name} | {' | '.join(cells)} | {train_minutes(log)} | {speed:.0f} | `{train_cmd}` |")
+        print(lines[-1], flush=True)
+    lines += ["", "Eval commands (one JSON line each):", "", *[f"    {c}" for c in commands], ""]
+    Path(args.out).write_text("\n".join(lines))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,150 @@
+"""App factory: ``create_app(settings)`` wires the embedder, the gallery, the routers, metrics,
+request ids, the upload size limit and (when service/web exists) the web UI at "/".
+
+Run with ``reid serve`` or ``uvicorn service.app:create_app --factory``.
+Hooks for other parts: ``app.state.submit_video`` (footage jobs, see routes/gallery.py).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI, Request
+from fastapi.responses import JSONResponse
+from fastapi.staticfiles import StaticFiles
+
+from service.embedder import Embedder
+from service.gallery import Gallery, ModelMismatch
+from service.logging import RequestIdMiddleware
+from service.metrics import Metrics
+from service.routes import gallery as gallery_routes
+from service.routes import health as health_routes
+from service.routes import jobs as jobs_routes
+from service.routes import query as query_routes
+from service.settings import Settings
+from service.uploads import BadInput
+
+log = logging.getLogger("service")
+WEB_DIR = Path(__file__).resolve().parent / "web"
+
+
+class BodyLimit:
+    """Refuse request bodies over the limit with 413 (by Content-Length, and while streaming).
+    ``big_paths`` (footage uploads) get ``big_bytes``; image uploads are also capped per request in
+    routes/deps.read_files."""
+
+    def __init__(self, app, max_bytes: int, big_bytes: int = 0, big_paths: tuple[str, ...] = ()) -> None:
+        self.app = app
+        self.max_bytes = max_bytes
+        self.big_bytes = max(big_bytes, max_bytes)
+        self.big_paths = big_paths
+
+    async def __call__(self, scope, receive, send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        limit = self.big_bytes if scope.get("path") in self.big_paths else self.max_bytes
+        length = dict(scope.get("headers") or []).get(b"content-length")
+        if length is not None and length.isdigit() and int(length) > limit:
+            await _json(send, 413, f"request body is larger than the limit of {limit} bytes")
+            return
+        seen = 0
+
+        async def limited():
+            nonlocal seen
+            msg = await receive()
+            if msg["type"] == "http.request":
+                seen += len(msg.get("body", b""))
+                if seen > limit:
+                    raise BadInput(f"request body is larger than the limit of {limit} bytes", 413)
+            return msg
+
+        await self.app(scope, limited, send)
+
+
+async def _json(send, status: int, detail: str) -> None:
+    body = json.dumps({"detail": detail}).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": status,
+            "headers": [(b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})
+
+
+def create_app(settings: Settings | None = None) -> FastAPI:
+    settings = settings or Settings()
+    metrics = Metrics()
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        embedder = Embedder(settings, on_batch=metrics.batch.observe)
+        try:
+            gallery = Gallery(settings, embedder)
+        except ModelMismatch as e:
+            log.error("%s", e)
+            embedder.close()
+            raise
+        app.state.embedder, app.state.gallery = embedder, gallery
+        for hook in app.state.on_ready:  # e.g. the Redis result consumer (service/queue_redis.py)
+            hook(app)
+        app.state.ready = True
+        try:
+            yield
+        finally:
+            app.state.ready = False
+            for hook in app.state.on_shutdown:
+                hook(app)
+            gallery.close()
+            embedder.close()
+
+    app = FastAPI(
+        title="reid search",
+        version="0.1.0",
+        lifespan=lifespan,
+        description="Person re-identification search: index people once, search many times.",
+    )
+    app.state.settings = settings
+    app.state.metrics = metrics
+    app.state.ready = False
+    app.state.submit_video = None  # set by the footage worker: see routes/gallery.py
+    app.state.on_ready, app.state.on_shutdown = [], []  # callables(app), run inside the lifespan
+    app.state.queue_status = None  # callable -> {"backend", "ok", ...}; /readyz and /metrics use it
+    if settings.queue == "redis":  # separate `reid worker` processes; the API stays the only writer
+        from service.queue_redis import install_api
+
+        install_api(app, settings)
+    else:  # embedded: jobs in SQLite under the data dir, run by this process (service/jobs.py)
+        from service.jobs import install_embedded
+
+        install_embedded(app, settings)
+
+    @app.exception_handler(BadInput)
+    async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
+        return JSONResponse({"detail": exc.message}, status_code=exc.status)
+
+    @app.exception_handler(Exception)
+    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return JSONResponse(
+            {"detail": "internal error (see the server log for this request id)"}, status_code=500
+        )
+
+    app.include_router(health_routes.router)
+    app.include_router(gallery_routes.router)
+    app.include_router(query_routes.router)
+    app.include_router(jobs_routes.router)
+
+    footage_bytes = int(getattr(settings, "footage_max_mb", 0) * 1024 * 1024)  # videos via POST /gallery
+    app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, big_bytes=footage_bytes,
+                       big_paths=("/gallery",))
+    app.add_middleware(RequestIdMiddleware, observe=metrics.observe)
+    if WEB_DIR.is_dir():  # the web UI (built by its own helper); mounted last so API routes win
+        app.mount("/", StaticFiles(directory=WEB_DIR, html=True), name="web")
+    return app

@@ -1,0 +1,1 @@
+"""API routers: health (no auth), gallery, query. Footage jobs live in routes/jobs.py."""

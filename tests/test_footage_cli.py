@@ -1,0 +1,38 @@
+"""`reid index FOOTAGE`: a real video through the CLI into a data dir; re-running is a no-op; a bad
+file is a clean error (exit 2, message, no traceback)."""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+from tests.conftest import REPO, shared_path
+from tests.test_footage_pipeline import write_clip
+
+
+def reid(*args: str) -> subprocess.CompletedProcess:
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "REID_INTRA_OP_THREADS": "1", "REID_LOG_JSON": "false"}
+    return subprocess.run([sys.executable, "-m", "reid.cli", *args], cwd=REPO, env=env, capture_output=True,
+                          text=True, timeout=300)
+
+
+def test_index_footage_from_the_command_line(tmp_path: Path) -> None:
+    clip = write_clip(shared_path("data", "footage", "intel", "one-by-one-person-detection.mp4"),
+                      tmp_path / "door.mp4", 230, 60)
+    data = str(tmp_path / "data")
+    r = reid("index", str(clip), "--camera", "door", "--start", "2024-05-01T08:00:00Z", "--data-dir", data)
+    assert r.returncode == 0, r.stderr
+    assert "indexed" in r.stdout and "tracklets from" in r.stdout and "as camera 'door'" in r.stdout
+    n = int(r.stdout.split("indexed ")[1].split()[0])
+    assert n >= 1
+    again = reid("index", str(clip), "--camera", "door", "--data-dir", data)
+    assert again.returncode == 0 and "already indexed" in again.stdout, again.stdout + again.stderr
+
+    bad = tmp_path / "broken.mp4"
+    bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 5000)
+    r = reid("index", str(bad), "--camera", "door", "--data-dir", data)
+    assert r.returncode == 2 and "broken.mp4" in r.stderr and "Traceback" not in r.stderr, r.stderr
+    r = reid("index", str(clip), "--camera", "door", "--start", "yesterday", "--data-dir", data)
+    assert r.returncode == 2 and "ISO 8601" in r.stderr

@@ -1,0 +1,316 @@
+"""In-process tests of the service core: the inference worker (foreign model, micro-batching, video
+model tracklets), the FAISS cache over SQLite (replay, rebuild, ANN training, deletes, filters), the
+model tie and `reid reindex`."""
+
+from __future__ import annotations
+
+import json
+import shutil
+import subprocess
+import sys
+import threading
+from pathlib import Path
+
+import numpy as np
+import onnx
+import pytest
+from onnx import TensorProto, helper
+
+from service.embedder import Embedder
+from service.gallery import Gallery, ModelMismatch, reindex
+from service.index import VectorIndex
+from service.settings import Settings
+from service.store import Filters, ItemRecord, Store
+
+REPO = Path(__file__).resolve().parents[1]
+DEFAULT = REPO / "models" / "default"
+
+
+def settings(tmp: Path, **kw) -> Settings:
+    return Settings(data_dir=tmp / "data", intra_op_threads=1, **kw)
+
+
+def crops(n: int, seed: int = 0) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    return [rng.integers(0, 255, (96 + 8 * i, 40 + 2 * i, 3), dtype=np.uint8) for i in range(n)]
+
+
+def test_foreign_model_uses_configured_preprocessing(osnet_onnx: Path, tmp_path: Path) -> None:
+    pre = json.dumps({"height": 256, "width": 128, "color": "RGB", "scale": 1 / 255})
+    e = Embedder(settings(tmp_path, model=osnet_onnx, preprocess=pre))
+    try:
+        assert e.info.dim == 512 and (e.info.spec.height, e.info.spec.width) == (256, 128)
+        assert e.info.arch == "foreign"
+        x = e.embed(crops(3))
+        assert x.shape == (3, 512)
+        np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    finally:
+        e.close()
+
+
+def test_micro_batching_batches_concurrent_requests(tmp_path: Path) -> None:
+    sizes: list[int] = []
+    e = Embedder(settings(tmp_path, max_wait_ms=50, max_batch=8), on_batch=sizes.append)
+    try:
+        imgs = crops(8)
+        single = np.concatenate([e.embed([im]) for im in imgs])
+        sizes.clear()
+        out: list[np.ndarray | None] = [None] * 8
+        barrier = threading.Barrier(8)
+
+        def work(i: int) -> None:
+            barrier.wait()
+            out[i] = e.embed([imgs[i]])[0]
+
+        ts = [threading.Thread(target=work, args=(i,)) for i in range(8)]
+        for t in ts:
+            t.start()
+        for t in ts:
+            t.join()
+        assert max(sizes) > 1 and sum(sizes) == 8, sizes
+        np.testing.assert_allclose(np.stack(out), single, atol=1e-4)
+    finally:
+        e.close()
+
+
+def _tiny_model(path: Path, video: bool, t: int = 4) -> None:
+    """A real ONNX graph: mean colour per channel → fixed linear map to 8 dims (no metadata needed
+    beyond reid.*)."""
+    w = np.arange(24, dtype=np.float32).reshape(3, 8) / 10 - 1
+    if video:
+        inp = helper.make_tensor_value_info("clips", TensorProto.FLOAT, ["b", t, 3, 32, 16])
+        nodes = [helper.make_node("ReduceMean", ["clips", "axes"], ["m"], keepdims=0)]
+        axes = np.array([1, 3, 4], np.int64)
+    else:
+        inp = helper.make_tensor_value_info("images", TensorProto.FLOAT, ["b", 3, 32, 16])
+        nodes = [helper.make_node("ReduceMean", ["images", "axes"], ["m"], keepdims=0)]
+        axes = np.array([2, 3], np.int64)
+    nodes.append(helper.make_node("MatMul", ["m", "w"], ["embeddings"]))
+    graph = helper.make_graph(
+        nodes,
+        "tiny",
+        [inp],
+        [helper.make_tensor_value_info("embeddings", TensorProto.FLOAT, ["b", 8])],
+        [
+            helper.make_tensor("axes", TensorProto.INT64, [len(axes)], axes),
+            helper.make_tensor("w", TensorProto.FLOAT, [3, 8], w.ravel()),
+        ],
+    )
+    m = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 18)])
+    m.ir_version = 9
+    for k, v in {"reid.input_height": "32", "reid.input_width": "16", "reid.embedding_dim": "8"}.items():
+        m.metadata_props.add(key=k, value=v)
+    onnx.save(m, path)
+
+
+def test_video_model_embeds_tracklets_in_clips(tmp_path: Path) -> None:
+    d = tmp_path / "tkp"
+    d.mkdir()
+    _tiny_model(d / "image.onnx", video=False)
+    _tiny_model(d / "video.onnx", video=True, t=4)
+    e = Embedder(settings(tmp_path, model=d))
+    try:
+        assert e.video_session is not None and e.info.clip_len == 4
+        frames = crops(6, seed=1)
+        v = e.embed_tracklet(frames)
+        # by hand: clips [0..3], [4, 5, 0, 1] → mean colour → linear → normalise → mean → normalise
+        from models.preprocess import preprocess
+
+        x = preprocess(frames, e.info.spec)
+        w = np.arange(24, dtype=np.float32).reshape(3, 8) / 10 - 1
+        clips = [x[[0, 1, 2, 3]], x[[4, 5, 0, 1]]]
+        y = np.stack([c.mean(axis=(0, 2, 3)) @ w for c in clips])
+        y /= np.linalg.norm(y, axis=1, keepdims=True)
+        ref = y.mean(0) / np.linalg.norm(y.mean(0))
+        np.testing.assert_allclose(v, ref, atol=1e-5)
+        # image model path for a single frame differs from the video path
+        assert e.embed(frames[:1]).shape == (1, 8)
+    finally:
+        e.close()
+
+
+def _fill(store: Store, n: int, dim: int, seed: int = 0, camera_every: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vecs = rng.standard_normal((n, dim)).astype(np.float32)
+    vecs /= np.linalg.norm(vecs, axis=1, keepdims=True)
+    with store.transaction() as tx:
+        for i, v in enumerate(vecs):
+            cam = "rare" if camera_every and i % camera_every == 0 else "common"
+            Store.insert(tx.c, ItemRecord(kind="image", camera=cam, model_id="m", ts_start=float(i)), v)
+    return vecs
+
+
+def test_index_snapshot_replays_missed_writes_and_rebuilds_when_corrupt(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    vecs = _fill(store, 200, 16)
+    idx = VectorIndex(16)
+    idx.build(store)
+    idx.save(tmp_path / "index", "m")
+    # writes after the snapshot: 50 adds and 3 deletes
+    more = _fill(store, 50, 16, seed=1)
+    for i in (1, 2, 250):
+        store.delete(i)
+    idx2 = VectorIndex(16)
+    assert idx2.load(tmp_path / "index", "m", store)
+    assert idx2.ntotal == store.count() == 247
+    s, ids = idx2.search(more[-2:-1], 1)
+    assert ids[0, 0] == 249 and s[0, 0] == pytest.approx(1.0, abs=1e-5)
+    s, ids = idx2.search(vecs[0:1], 3)
+    assert 1 not in ids[0]
+    # another model's snapshot or a corrupt file → refused (the caller rebuilds)
+    assert not VectorIndex(16).load(tmp_path / "index", "other-model", store)
+    snap = json.loads((tmp_path / "index" / "index.json").read_text())["file"]
+    (tmp_path / "index" / snap).write_bytes(b"garbage")
+    assert not VectorIndex(16).load(tmp_path / "index", "m", store)
+
+
+def test_ann_index_trains_when_large_enough_and_filters_keep_k(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    vecs = _fill(store, 300, 16, camera_every=50)
+    idx = VectorIndex(16, "IVF8,Flat", min_train=500, nprobe=8)
+    idx.build(store)
+    assert idx.exact and not idx.wants_training()  # too small to train: exact stand-in
+    _fill(store, 300, 16, seed=2)
+    idx.sync(store)
+    assert idx.wants_training()
+    idx.build(store)
+    assert not idx.exact and idx.ntotal == 600
+    _, ids = idx.search(vecs[7:8], 1)
+    assert ids[0, 0] == 8  # ids start at 1
+    # HNSW cannot delete: tombstones hide deleted ids
+    h = VectorIndex(16, "HNSW16")
+    h.build(store)
+    rec, gen = store.delete(8)
+    assert rec is not None
+    h.apply(store, gen, removed=[8])
+    _, ids = h.search(vecs[7:8], 5)
+    assert 8 not in ids[0]
+    assert h.ntotal == 599
+
+
+@pytest.mark.parametrize("factory", ["HNSW16", "PCA16,HNSW16,RFlat"])
+def test_gallery_filtered_search_returns_k_when_they_exist(tmp_path: Path, factory: str) -> None:
+    # exact_filter_max=0 forces the ANN paths: an IDSelector (HNSW) or over-fetching (RFlat takes none)
+    s = settings(tmp_path, index_factory=factory, exact_filter_max=0, index_min_train=20)
+    e = Embedder(s)
+    g = Gallery(s, e, background=False)
+    try:
+        imgs = crops(30, seed=3)
+        g.add_images(imgs[:27], "common", timestamp=1000.0)
+        g.add_images(imgs[27:], "rare", timestamp=2000.0)
+        if g.index.wants_training():
+            g.index.build(g.store)
+        assert not g.index.exact
+        q = e.embed(imgs[:1])[0]
+        hits = g.search(q, 3, Filters(cameras=["rare"]))
+        assert len(hits) == 3 and {h.record.camera for h in hits} == {"rare"}
+        hits = g.search(q, 5, Filters(since=1500.0))
+        assert len(hits) == 3
+        hits = g.search(q, 1)
+        assert hits[0].record.source is None and hits[0].score == pytest.approx(1.0, abs=1e-5)
+        t = g.add_tracklet(
+            imgs[:4],
+            "trk",
+            ts_start=5.0,
+            ts_end=9.0,
+            footage_id="f1",
+            frame_start=10,
+            frame_end=40,
+            box=[1, 2, 3, 4],
+            meta={"track": 7},
+        )
+        got = g.get(t.id)
+        assert got.kind == "tracklet" and got.n_frames == 4 and got.box == [1, 2, 3, 4]
+        assert len(got.crops) == 4 and all(g.path(c).is_file() for c in got.crops)
+        assert g.path(got.thumbnail).is_file()
+    finally:
+        g.close()
+        e.close()
+
+
+def test_model_tie_and_reindex(tmp_path: Path, osnet_onnx: Path, cuhk03_val: Path) -> None:
+    from models.preprocess import read_image
+
+    s1 = settings(tmp_path)
+    e1 = Embedder(s1)
+    g1 = Gallery(s1, e1, background=False)
+    imgs = [read_image(str(cuhk03_val / f"000{i}_00.jpg")) for i in range(5)]
+    g1.add_images(imgs, "A")
+    g1.add_tracklet(imgs[:3], "B")
+    g1.close()
+    e1.close()
+    s2 = settings(tmp_path, model=osnet_onnx)
+    e2 = Embedder(s2)
+    try:
+        with pytest.raises(ModelMismatch, match="reid reindex"):
+            Gallery(s2, e2, background=False)
+        # the CLI refuses before starting the server, naming the fix
+        r = subprocess.run(
+            [
+                sys.executable,
+                "-m",
+                "reid.cli",
+                "serve",
+                "--model",
+                str(osnet_onnx),
+                "--data-dir",
+                str(s2.data_dir),
+                "--port",
+                "1",
+            ],
+            capture_output=True,
+            text=True,
+            cwd=REPO,
+            timeout=60,
+        )
+        assert r.returncode == 2 and "reid reindex" in r.stderr and "Traceback" not in r.stderr
+        assert reindex(s2, e2) == 6
+        g2 = Gallery(s2, e2, background=False)
+        try:
+            assert g2.count() == 6 and g2.index.ntotal == 6
+            hits = g2.search(e2.embed(imgs[2:3])[0], 1, Filters(kind="image"))
+            # re-embedded from the kept crop (JPEG q95 for pixel arrays): the same item, near-identical
+            assert (
+                hits[0].record.id == 3 and hits[0].score > 0.9 and hits[0].record.model_id == e2.info.model_id
+            )
+        finally:
+            g2.close()
+    finally:
+        e2.close()
+
+
+def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
+    folder = tmp_path / "imgs"
+    folder.mkdir()
+    for p in sorted(cuhk03_val.glob("000[0-2]_0[5-9].jpg")):
+        shutil.copy(p, folder / p.name)
+    (folder / "broken.jpg").write_bytes(b"not a jpeg")
+    data = tmp_path / "data"
+    r = subprocess.run(
+        [sys.executable, "-m", "reid.cli", "index", str(folder), "--camera", "B", "--data-dir", str(data)],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "indexed 15 images" in r.stdout and "broken.jpg" in r.stderr
+    r = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "reid.cli",
+            "query",
+            str(folder / "0001_07.jpg"),
+            "--top-k",
+            "3",
+            "--data-dir",
+            str(data),
+        ],
+        capture_output=True,
+        text=True,
+        cwd=REPO,
+        timeout=120,
+    )
+    assert r.returncode == 0, r.stderr
+    assert "0001_07.jpg" in r.stdout.splitlines()[3]  # first hit row: the same image
