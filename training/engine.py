@@ -91,7 +91,8 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,  # epochs completed
             "train_seconds": self.train_seconds,
-            "trained_on": f"{self.cfg.data.format}:{Path(self.cfg.data.root).name}",
+            "trained_on": f"{self.cfg.data.format} train split ({len(self.dataset)} items, "
+                          f"{self.cfg.model.num_classes} ids)",
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                     "dataset": self.dataset.rng.getstate()},
         }

@@ -62,17 +62,15 @@ class OnnxEmbedder:
                  threads: int = 0):
         import onnxruntime as ort
 
+        from service.embedder import ModelError, resolve_model  # one rule for "what is a model path"
+
         path = Path(path)
-        if path.is_dir():
-            image = path / "image.onnx"
-            if not image.is_file():
-                raise ValueError(f"model directory {path} has no image.onnx")
-            video = path / "video.onnx"
-            self.video_path: Path | None = video if video.is_file() else None
-        elif path.is_file() and path.suffix.lower() == ".onnx":
-            image, self.video_path = path, None
-        else:
-            raise ValueError(f"model not found or not an ONNX file/directory: {path}")
+        if path.is_file() and path.suffix.lower() != ".onnx":
+            raise ValueError(f"not an ONNX file or model directory: {path}")
+        try:
+            image, self.video_path = resolve_model(path)
+        except ModelError as exc:
+            raise ValueError(str(exc)) from exc
         self.image_path = image
         try:
             meta = read_onnx_metadata(str(image))
