@@ -344,7 +344,7 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         "## Search only (FAISS, in process)",
         "",
         "Rows marked *real* use real embeddings instead: every CUHK03 crop in ../shared through the "
-        "default (placeholder) model; queries = the camera-A crops of val, gallery = all the rest.",
+        "default model; queries = the camera-A crops of val, gallery = all the rest.",
         "",
         "| gallery | index | p50 ms | p99 ms | recall@10 | speed-up vs exact (p50) | build |",
         "|---:|---|---:|---:|---:|---:|---|",
