@@ -2,9 +2,6 @@
 
 from __future__ import annotations
 
-import shutil
-import socket
-import subprocess
 import time
 from collections.abc import Iterator
 from datetime import datetime, timezone
@@ -15,37 +12,15 @@ import pytest
 
 pytest.importorskip("redis")
 
+from conftest import start_redis
+
 from service.queue_redis import RedisJobQueue, ResultConsumer, decode, encode  # noqa: E402
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, str]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    deadline = time.time() + 10
-    while time.time() < deadline:
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, f"redis://127.0.0.1:{port}/0"
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 @pytest.fixture
 def redis_url(tmp_path: Path) -> Iterator[str]:
-    proc, url = start_redis(tmp_path)
+    proc, port = start_redis(tmp_path)
+    url = f"redis://127.0.0.1:{port}/0"
     yield url
     proc.terminate()
     proc.wait(5)

@@ -12,7 +12,6 @@ import os
 import re
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from pathlib import Path
 import httpx
 import pytest
 import yaml
+from conftest import free_port, start_redis
 
 from tests.conftest import REPO, shared_path
 
@@ -31,11 +31,6 @@ COMPOSE = REPO / "docker-compose.yml"
 BIN = Path(sys.executable).parent
 _VAR = re.compile(r"\$\{(\w+)(?::?-([^}]*))?\}")
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def interpolate(value: str, env: dict[str, str]) -> str:
@@ -61,23 +56,6 @@ def compose_healthcheck(name: str) -> list[str]:
     exe = shutil.which(test[1], path=str(BIN)) or test[1]
     return [exe, *test[2:]]
 
-
-def start_redis(tmp: Path) -> tuple[subprocess.Popen, int]:
-    exe = shutil.which("redis-server")
-    if exe is None:
-        pytest.skip("redis-server not installed (apt-get install -y redis-server)")
-    port = free_port()
-    proc = subprocess.Popen([exe, "--port", str(port), "--bind", "127.0.0.1", "--save", "",
-                             "--appendonly", "no", "--dir", str(tmp)],
-                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-    for _ in range(200):
-        try:
-            socket.create_connection(("127.0.0.1", port), timeout=0.2).close()
-            return proc, port
-        except OSError:
-            time.sleep(0.05)
-    proc.kill()
-    raise RuntimeError("redis-server did not start")
 
 
 def make_video(src: Path, dst: Path, frames: int = 60) -> Path:

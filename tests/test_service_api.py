@@ -9,7 +9,6 @@ import io
 import json
 import os
 import signal
-import socket
 import subprocess
 import sys
 import threading
@@ -23,16 +22,12 @@ import cv2
 import httpx
 import numpy as np
 import pytest
+from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
 MODEL = REPO / "models" / "default"
 N_IDS = 30
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 class Server:

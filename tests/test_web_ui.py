@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import os
 import shutil
-import socket
 import subprocess
 import sys
 import time
@@ -19,6 +18,7 @@ from pathlib import Path
 
 import httpx
 import pytest
+from conftest import free_port
 
 from tests.conftest import REPO, shared_path
 
@@ -29,11 +29,6 @@ CHROMIUM_ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-quic"
 GALLERY_IDS = ["0005", "0030", "0035", "0010", "0017", "0021"]
 QUERY = "0005_00.jpg"
 
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 def wait_ready(url: str, proc: subprocess.Popen, log: Path, timeout: float = 90.0) -> None:
