@@ -120,6 +120,8 @@ def compare(
         "efSearch=64,k_factor_rf=4",
         "efSearch=128,k_factor_rf=8",
         "efSearch=256,k_factor_rf=16",
+        "efSearch=512,k_factor_rf=32",
+        "efSearch=1024,k_factor_rf=64",
     )
     # one ANN index at a time next to the exact one (at 1M each full copy is 5 GB)
     flat = faiss.IndexFlatIP(DIM)
