@@ -224,7 +224,8 @@ def main() -> None:
         f"Hardware: {hardware()}.",
         f"Model: `{model_dir}` (image net, input {spec.height}×{spec.width}); batch {args.batch}; "
         f"{len(x)} images per pass, best of 3 round-robin passes; {args.threads} threads for both runtimes "
-        "(torch.set_num_threads / ORT intra_op_num_threads). One run of `python bench/embed_speed.py`.",
+        "(torch.set_num_threads / ORT intra_op_num_threads). One run of "
+        f"`python bench/embed_speed.py --threads {args.threads}`.",
         "",
         "| runtime | images/s | vs PyTorch | note |",
         "|---|---:|---:|---|",
@@ -242,7 +243,7 @@ def main() -> None:
         "Notes: ORT's idle threads spin-wait by default; with several runtimes in one process that steals",
         "the cores from the next one, so every session here has spinning off except the row that says so.",
         "Static INT8 is the only variant that is much faster than FP32 ORT, but it moves the embeddings",
-        "(cosine and nearest-neighbour agreement above, measured on the placeholder model); it is not",
+        "(cosine and nearest-neighbour agreement above, measured on the model above); it is not",
         "used by default — re-check it with `reid eval` on the trained model before opting in",
         "(quantise, keep the reid.* metadata, point REID_MODEL at it).",
         "The 2 cores are shared with other work on this machine (see the load average above). Under that",
