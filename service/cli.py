@@ -22,16 +22,22 @@ def _settings(**overrides: Any):
         raise typer.BadParameter(str(e)) from e
 
 
-def _open(settings, background: bool = False):
-    """Load the model and open the gallery, turning setup errors into clean CLI errors."""
+def _load_embedder(settings):
+    """Load the model, turning a model error into a clean CLI error."""
     from service.embedder import Embedder, ModelError
-    from service.gallery import Gallery, ModelMismatch
 
     try:
-        embedder = Embedder(settings)
+        return Embedder(settings)
     except ModelError as e:
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
+
+
+def _open(settings, background: bool = False):
+    """Load the model and open the gallery, turning setup errors into clean CLI errors."""
+    from service.gallery import Gallery, ModelMismatch
+
+    embedder = _load_embedder(settings)
     try:
         return embedder, Gallery(settings, embedder, background=background)
     except ModelMismatch as e:
@@ -212,15 +218,10 @@ def register(app: typer.Typer) -> None:
         """Re-embed every stored item from its kept crops with the current model (stop the server first)."""
         from rich.progress import Progress
 
-        from service.embedder import Embedder, ModelError
         from service.gallery import reindex as do_reindex
 
         settings = _settings(model=model, data_dir=data_dir)
-        try:
-            embedder = Embedder(settings)
-        except ModelError as e:
-            typer.echo(f"error: {e}", err=True)
-            raise typer.Exit(2) from e
+        embedder = _load_embedder(settings)
         try:
             with Progress() as bar:
                 task = bar.add_task("re-embedding", total=None)
