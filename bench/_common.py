@@ -1,11 +1,21 @@
-"""Shared helpers for the bench scripts: hardware line for the Markdown reports."""
+"""Shared helpers for the bench scripts: the hardware line for the Markdown reports and a real
+`reid serve` on a free port."""
 
 from __future__ import annotations
 
 import os
 import platform
+import signal
+import socket
 import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from datetime import datetime, timezone
+from pathlib import Path
+
+REPO = Path(__file__).resolve().parents[1]
 
 
 def hardware() -> str:
@@ -29,3 +39,36 @@ def hardware() -> str:
         f"{os.cpu_count()}-core {cpu}, {gpu}, Python {platform.python_version()}, "
         f"load average at start {load:.2f}, {datetime.now(timezone.utc):%Y-%m-%d %H:%M} UTC"
     )
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running_server(env: dict[str, str], timeout: float = 300) -> Iterator[tuple[str, float]]:
+    """Start `reid serve` with ``env`` added to the environment; yield (base URL, seconds until
+    /readyz answered 200); stop it with SIGTERM on exit."""
+    import httpx
+
+    port = free_port()
+    t0 = time.perf_counter()
+    proc = subprocess.Popen([sys.executable, "-m", "reid.cli", "serve", "--port", str(port)], cwd=REPO,
+                            env={**os.environ, **env}, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        while True:
+            try:
+                if httpx.get(url + "/readyz", timeout=2).status_code == 200:
+                    break
+            except httpx.HTTPError:
+                pass
+            if proc.poll() is not None or time.perf_counter() - t0 > timeout:
+                raise RuntimeError("server failed to start")
+            time.sleep(0.3)
+        yield url, time.perf_counter() - t0
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        proc.wait(60)

@@ -13,10 +13,6 @@ Writes bench/query_latency.md.
 from __future__ import annotations
 
 import argparse
-import os
-import signal
-import socket
-import subprocess
 import sys
 import tempfile
 import time
@@ -28,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware  # noqa: E402
+from _common import hardware, running_server  # noqa: E402
 
 DIM, LATENT, PER_ID = 1280, 64, 4
 
@@ -182,12 +178,6 @@ def real_embeddings(threads: int, search_threads: int) -> list[dict]:
     return compare(len(g), lambda: iter([(0, g)]), q, threads, search_threads, 10**9, label="real: ")
 
 
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def populate(data_dir: Path, n: int) -> None:
     """A gallery of n synthetic items written straight into SQLite (no crops: search benchmark)."""
     from service.embedder import file_digest, resolve_model
@@ -233,35 +223,14 @@ def end_to_end(sizes: list[int], nq: int, threads: int) -> list[dict]:
             populate(data, n)
             fill = time.perf_counter() - t0
             for factory, extra in (("Flat", {}), ("HNSW32", {"REID_EF_SEARCH": "128", "REID_FAISS_THREADS": "2"})):
-                port = free_port()
                 env = {
-                    **os.environ,
                     "REID_DATA_DIR": str(data),
                     "REID_INDEX_FACTORY": factory,
                     "REID_INTRA_OP_THREADS": str(threads),
                     "REID_LOG_LEVEL": "WARNING",
                     **extra,
                 }
-                t0 = time.perf_counter()
-                proc = subprocess.Popen(
-                    [sys.executable, "-m", "reid.cli", "serve", "--port", str(port)],
-                    cwd=REPO,
-                    env=env,
-                    stdout=subprocess.DEVNULL,
-                    stderr=subprocess.DEVNULL,
-                )
-                url = f"http://127.0.0.1:{port}"
-                try:
-                    while True:
-                        try:
-                            if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                                break
-                        except httpx.HTTPError:
-                            pass
-                        if proc.poll() is not None or time.perf_counter() - t0 > 1800:
-                            raise RuntimeError("server failed to start")
-                        time.sleep(0.5)
-                    startup = time.perf_counter() - t0
+                with running_server(env, timeout=1800) as (url, startup):
                     lat, took = [], []
                     with httpx.Client(base_url=url, timeout=60) as c:
                         for i in range(nq + 5):
@@ -288,9 +257,6 @@ def end_to_end(sizes: list[int], nq: int, threads: int) -> list[dict]:
                         )
                     )
                     print(rows[-1], flush=True)
-                finally:
-                    proc.send_signal(signal.SIGTERM)
-                    proc.wait(60)
     return rows
 
 

@@ -9,10 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import os
 import re
-import signal
-import subprocess
 import sys
 import tempfile
 import time
@@ -24,8 +21,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware  # noqa: E402
-from query_latency import free_port, populate  # noqa: E402
+from _common import hardware, running_server  # noqa: E402
+from query_latency import populate  # noqa: E402
 
 
 def batch_stats(metrics: str) -> tuple[float, float]:
@@ -79,33 +76,13 @@ def main() -> None:
         data = Path(td) / "data"
         populate(data, args.gallery)
         for max_batch in (32, 1):
-            port = free_port()
             env = {
-                **os.environ,
                 "REID_DATA_DIR": str(data),
                 "REID_MAX_BATCH": str(max_batch),
                 "REID_INTRA_OP_THREADS": str(args.threads),
                 "REID_LOG_LEVEL": "WARNING",
             }
-            proc = subprocess.Popen(
-                [sys.executable, "-m", "reid.cli", "serve", "--port", str(port)],
-                cwd=REPO,
-                env=env,
-                stdout=subprocess.DEVNULL,
-                stderr=subprocess.DEVNULL,
-            )
-            url = f"http://127.0.0.1:{port}"
-            try:
-                t0 = time.perf_counter()
-                while True:
-                    try:
-                        if httpx.get(url + "/readyz", timeout=2).status_code == 200:
-                            break
-                    except httpx.HTTPError:
-                        pass
-                    if proc.poll() is not None or time.perf_counter() - t0 > 300:
-                        raise RuntimeError("server failed to start")
-                    time.sleep(0.3)
+            with running_server(env) as (url, _startup):
                 asyncio.run(load(url, payload, 4, 2))  # warm-up
                 for clients in (1, 8, 32):
                     s0, c0 = batch_stats(httpx.get(url + "/metrics").text)
@@ -124,9 +101,6 @@ def main() -> None:
                         )
                     )
                     print(rows[-1], flush=True)
-            finally:
-                proc.send_signal(signal.SIGTERM)
-                proc.wait(60)
 
     lines = [
         "# Throughput: POST /query under concurrent clients",
