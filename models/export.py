@@ -9,22 +9,12 @@ import json
 from pathlib import Path
 
 import numpy as np
-import onnx
 import torch
 
 from models.networks import ModelConfig, NormalizedEmbedder, image_branch, load_checkpoint, video_branch
-from models.preprocess import ModelCard, PreprocessSpec
+from models.preprocess import ModelCard, PreprocessSpec, write_onnx_metadata
 
 OPSET = 17
-
-
-def _write_metadata(path: Path, meta: dict[str, str]) -> None:
-    model = onnx.load(str(path))
-    del model.metadata_props[:]
-    for k, v in meta.items():
-        prop = model.metadata_props.add()
-        prop.key, prop.value = k, v
-    onnx.save(model, str(path))
 
 
 def export_module(net: torch.nn.Module, out: Path, spec: PreprocessSpec, card: ModelCard) -> Path:
@@ -42,7 +32,7 @@ def export_module(net: torch.nn.Module, out: Path, spec: PreprocessSpec, card: M
     with torch.no_grad():
         torch.onnx.export(embedder, (dummy,), str(out), input_names=names, output_names=["embeddings"],
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
-    _write_metadata(out, {**spec.to_metadata(), **card.to_metadata()})
+    write_onnx_metadata(out, {**spec.to_metadata(), **card.to_metadata()})
     return out
 
 

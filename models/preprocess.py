@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -136,3 +137,15 @@ def read_onnx_metadata(path: str) -> dict[str, str]:
 
     model = onnx.load(str(path), load_external_data=False)
     return {p.key: p.value for p in model.metadata_props}
+
+
+def write_onnx_metadata(path: str | Path, meta: dict[str, str]) -> None:
+    """Replace the ``metadata_props`` of an ONNX file (torch-free)."""
+    import onnx
+
+    model = onnx.load(str(path))
+    del model.metadata_props[:]
+    for k, v in meta.items():
+        prop = model.metadata_props.add()
+        prop.key, prop.value = k, v
+    onnx.save(model, str(path))

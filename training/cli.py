@@ -142,6 +142,27 @@ def register(app: typer.Typer) -> None:
         for p in paths:
             typer.echo(str(p))
 
+    @app.command()
+    def quantize(model: Path = typer.Argument(..., help="exported FP32 model directory (image.onnx)"),
+                 images: Path = typer.Option(..., "--images", help="folder of training crops for calibration "
+                                             "(never the evaluation split)"),
+                 out: Path = typer.Option(..., "--out", help="output model directory"),
+                 target_cosine: float = typer.Option(0.995, help="required mean cosine INT8 vs FP32 on "
+                                                     "held-out crops"),
+                 calibration: int = typer.Option(128, help="number of calibration crops")) -> None:
+        """INT8-quantise an exported model, keeping its first stages FP32 as needed (docs/models.md)."""
+        from models.quantize import QuantizeError, image_files, quantize_model
+
+        try:
+            report = quantize_model(model, out, image_files(images), target_cosine=target_cosine,
+                                    n_calibration=calibration)
+        except QuantizeError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        typer.echo(f"{out / 'image.onnx'}: INT8 with {report.fp32_stages or 'no'} stages in FP32, mean cosine "
+                   f"to FP32 {report.mean_cosine} (min {report.min_cosine}), nearest-neighbour agreement "
+                   f"{report.nn_agreement} on {report.check_images} held-out crops")
+
     @app.command("fetch-weights")
     def fetch_weights(dest: Path = typer.Option(None, "--dest", help="where to write the .pt "
                                                 "(default ~/.cache/reid/mobilenetv2_imagenet.pt)"),
