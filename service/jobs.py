@@ -494,13 +494,14 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
             r.stop()
 
     async def submit_video(path: Path, filename: str | None, camera: str, timestamp: float | None,
-                           meta: dict[str, Any] | None, request_id: str | None = None, **_: Any) -> str:
+                           meta: dict[str, Any] | None, fps: float | None = None, request_id: str | None = None,
+                           **_: Any) -> str:
         try:
             await run_in_threadpool(check_footage, Path(path), settings, filename)
         except BadInput:
             Path(path).unlink(missing_ok=True)
             raise
-        params = footage_params(Path(path), camera, timestamp, filename, meta, request_id=request_id)
+        params = footage_params(Path(path), camera, timestamp, filename, meta, fps=fps, request_id=request_id)
         job = await run_in_threadpool(queue.submit, "footage", params)
         log.info("footage job %s queued: %s camera=%s", job["id"], filename, camera)
         return str(job["id"])

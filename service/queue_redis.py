@@ -458,7 +458,8 @@ def install_api(app: Any, settings: Any) -> RedisJobQueue:
     data_dir = Path(settings.data_dir)
 
     async def submit_video(path: Path, filename: str | None, camera: str, timestamp: float | None,
-                           meta: dict[str, Any] | None, request_id: str | None = None, **_: Any) -> str:
+                           meta: dict[str, Any] | None, fps: float | None = None, request_id: str | None = None,
+                           **_: Any) -> str:
         from fastapi.concurrency import run_in_threadpool
 
         from service.jobs import check_footage, footage_params
@@ -471,7 +472,7 @@ def install_api(app: Any, settings: Any) -> RedisJobQueue:
             raise
         # Relative to the data dir: workers mount the same volume, maybe at another path.
         rel = Path(path).resolve().relative_to(data_dir.resolve())
-        params = footage_params(rel, camera, timestamp, filename, meta, request_id=request_id)
+        params = footage_params(rel, camera, timestamp, filename, meta, fps=fps, request_id=request_id)
         try:
             job = await run_in_threadpool(queue.submit, "footage", params)
         except QueueUnavailable as e:

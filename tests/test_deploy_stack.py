@@ -198,6 +198,17 @@ def test_compose_commands_run_a_footage_job_through_redis(stack: dict, tmp_path:
     check = compose_healthcheck("worker")
     env = {**os.environ, **stack["worker_env"]}
     assert subprocess.run(check, env=env, cwd=REPO, timeout=60, capture_output=True).returncode == 0
+    # a job cancelled while still queued (no worker running) loses its upload too
+    stop(stack["worker"])
+    with video.open("rb") as fh:
+        r = httpx.post(url + "/gallery", files={"files": ("again.mp4", fh, "video/mp4")},
+                       data={"camera": "lobby"}, timeout=60)
+    queued = r.json()["job_id"]
+    assert httpx.get(f"{url}/jobs/{queued}", timeout=5).json()["state"] == "queued"
+    assert len(list((tmp_path / "data" / "uploads").iterdir())) == 1
+    assert httpx.delete(f"{url}/jobs/{queued}", timeout=5).json()["state"] == "cancelled"
+    assert not list((tmp_path / "data" / "uploads").iterdir()), "cancelled upload left behind"
+
     # ... and readiness (the API's health check) and the worker check fail when it is gone
     stack["redis"].terminate()
     stack["redis"].wait(5)

@@ -5,6 +5,7 @@ job and never disturbs the gallery; cancel; a crash mid-job is recovered without
 from __future__ import annotations
 
 import time
+from datetime import datetime
 from pathlib import Path
 
 import cv2
@@ -20,8 +21,8 @@ FINAL = ("done", "failed", "cancelled")
 
 
 def upload(url: str, path: Path, camera: str = "lobby", ctype: str = "video/mp4",
-           timestamp: str | None = "2024-05-01T12:00:00Z") -> httpx.Response:
-    data = {"camera": camera, **({"timestamp": timestamp} if timestamp else {})}
+           timestamp: str | None = "2024-05-01T12:00:00Z", fps: str | None = None) -> httpx.Response:
+    data = {"camera": camera, **({"timestamp": timestamp} if timestamp else {}), **({"fps": fps} if fps else {})}
     with path.open("rb") as fh:
         return httpx.post(url + "/gallery", files={"files": (path.name, fh, ctype)}, data=data, timeout=60)
 
@@ -51,7 +52,7 @@ def test_video_upload_becomes_searchable_tracklets(server: Server, tmp_path: Pat
     src = shared_path("data", "footage", "intel", "one-by-one-person-detection.mp4")
     clip = write_clip(src, tmp_path / "walk_in.mp4", 230, 80)
     url = server.url
-    r = upload(url, clip)
+    r = upload(url, clip, fps="10")  # the given rate overrides the container's 25 fps clock
     assert r.status_code == 202, r.text
     job_id = r.json()["job_id"]
     assert r.json()["status_url"] == f"/jobs/{job_id}"
@@ -65,6 +66,9 @@ def test_video_upload_becomes_searchable_tracklets(server: Server, tmp_path: Pat
     assert it["camera"] == "lobby" and it["source"]["name"] == "walk_in.mp4"
     assert it["timestamp_start"].startswith("2024-05-01T12:00:0") and it["n_crops"] >= 1
     assert it["source"]["frame_start"] < it["source"]["frame_end"] and len(it["box"]) == 4
+    span = datetime.fromisoformat(it["timestamp_end"]) - datetime.fromisoformat(it["timestamp_start"])
+    assert span.total_seconds() == pytest.approx((it["source"]["frame_end"] - it["source"]["frame_start"]) / 10,
+                                                 abs=1e-3)
     thumb = httpx.get(url + it["thumbnail_url"], timeout=10)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
     # the query endpoint finds the tracklet from one of its own frames
@@ -92,6 +96,10 @@ def test_bad_footage_is_refused_and_the_gallery_is_untouched(server: Server, tmp
                    data={"camera": "c0"}, timeout=30)
     assert r.status_code == 201
     before = count(url)
+    for fps, why in (("25", "video uploads only"), ("0", "greater than 0"), ("fast", "number")):
+        r = httpx.post(url + "/gallery", files={"files": (img.name, img.read_bytes(), "image/jpeg")},
+                       data={"camera": "c0", "fps": fps}, timeout=30)
+        assert r.status_code == 422 and why in r.text, r.text
 
     empty = tmp_path / "empty.mp4"
     empty.write_bytes(b"")

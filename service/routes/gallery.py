@@ -46,10 +46,11 @@ async def is_video(upload: UploadFile) -> bool:
 
 
 async def _hand_to_footage(
-    request: Request, upload: UploadFile, camera: str, timestamp: float | None, meta: dict | None
+    request: Request, upload: UploadFile, camera: str, timestamp: float | None, meta: dict | None,
+    fps: float | None,
 ) -> JSONResponse:
     """Save the video under the data dir and hand it to ``app.state.submit_video`` (set by the footage
-    worker): ``submit_video(path=, filename=, camera=, timestamp=, meta=, request_id=) -> job id``
+    worker): ``submit_video(path=, filename=, camera=, timestamp=, meta=, fps=, request_id=) -> job id``
     (sync or async). Without it, videos are refused with 415."""
     hook = getattr(request.app.state, "submit_video", None)
     if hook is None:
@@ -80,6 +81,7 @@ async def _hand_to_footage(
         camera=camera,
         timestamp=timestamp,
         meta=meta,
+        fps=fps,
         request_id=getattr(request.state, "request_id", None),
     )
     if inspect.isawaitable(job):
@@ -103,6 +105,8 @@ async def add_to_gallery(
     timestamp: Annotated[str | None, Form(description="ISO 8601 capture time")] = None,
     meta: Annotated[str | None, Form(description="JSON object stored with each item")] = None,
     tracklet: Annotated[bool, Form(description="make the uploaded images one tracklet item")] = False,
+    fps: Annotated[float | None, Form(gt=0, le=1000, description="video only: frame rate of footage that "
+                                      "does not carry one (e.g. raw .264); overrides the container rate")] = None,
 ):
     """Index people: one item per image, or one tracklet item for all images (``tracklet=true``).
     A video upload is handed to the footage job queue (202 + job id)."""
@@ -117,7 +121,9 @@ async def add_to_gallery(
     if videos:
         if len(files) > 1:
             raise BadInput("upload one video per request, without images", 422)
-        return await _hand_to_footage(request, videos[0], cam, ts, meta_d)
+        return await _hand_to_footage(request, videos[0], cam, ts, meta_d, fps)
+    if fps is not None:
+        raise BadInput("fps applies to video uploads only", 422)
     raw = await read_files(files, settings)
     images = await run_in_threadpool(
         expand, raw, settings.max_files, settings.max_upload_bytes, settings.max_image_pixels

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
+from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
 from pydantic import BaseModel, Field
 
-from service.routes.deps import require_key
+from service.routes.deps import require_key, settings_of
 from service.schemas import Error
 from service.uploads import BadInput
 
@@ -97,9 +98,21 @@ def get_job(request: Request, job_id: str) -> JobOut:
 def cancel_job(request: Request, job_id: str) -> JobOut:
     """Cancel a queued or running job (nothing of it gets indexed); a finished job is left as it is."""
     q = _queue(request)
-    if q.get(job_id) is None:
+    before = q.get(job_id)
+    if before is None:
         raise BadInput(f"job {job_id} not found", 404)
     q.cancel(job_id)
     j = q.get(job_id)
     assert j is not None
+    if before["state"] == "queued" and j["state"] == "cancelled":
+        _drop_upload(request, j)  # no worker will ever open it (a running job's worker cleans up itself)
     return job_out(j)
+
+
+def _drop_upload(request: Request, job: dict[str, Any]) -> None:
+    params = job.get("params") or {}
+    if not (params.get("delete_after") and params.get("path")):
+        return
+    path = Path(params["path"])  # the Redis queue stores it relative to the data dir
+    path = path if path.is_absolute() else Path(settings_of(request).data_dir) / path
+    path.unlink(missing_ok=True)
