@@ -72,3 +72,10 @@ def running_server(env: dict[str, str], timeout: float = 300) -> Iterator[tuple[
     finally:
         proc.send_signal(signal.SIGTERM)
         proc.wait(60)
+
+
+def write_report(path: str | Path, lines: list[str]) -> None:
+    """Write a benchmark's Markdown report and echo it."""
+    text = "\n".join(lines).rstrip("\n") + "\n"
+    Path(path).write_text(text)
+    print(text, end="")

@@ -26,7 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware  # noqa: E402
+from _common import hardware, write_report  # noqa: E402
 
 
 def images(n: int) -> list[np.ndarray]:
@@ -207,9 +207,7 @@ def main() -> None:
         "second thread); ORT with spinning off degrades far less, so compare the 1-thread file for a",
         "single-core view.",
     ]
-    out = Path(args.out)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

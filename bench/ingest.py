@@ -27,7 +27,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware  # noqa: E402
+from _common import hardware, write_report  # noqa: E402
 
 from service.footage.decode import Footage  # noqa: E402
 from service.footage.detect import DetectorConfig, make_detector  # noqa: E402
@@ -329,9 +329,8 @@ def main() -> None:
               "- HOG works at a fixed 64×128 window: with the default 384-px detection width it cannot see people "
               "shorter than about a third of the frame height on full-HD cameras (PRW). Raising "
               "`REID_DETECTOR_INPUT_WIDTH` helps recall but costs speed roughly quadratically.", ""]
-    (REPO / "bench" / "ingest.md").write_text("\n".join(lines))
     embedder.close()
-    print("\n".join(lines))
+    write_report(REPO / "bench" / "ingest.md", lines)
 
 
 if __name__ == "__main__":

@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, running_server  # noqa: E402
+from _common import hardware, running_server, write_report  # noqa: E402
 
 DIM, LATENT, PER_ID = 1280, 64, 4
 
@@ -359,9 +359,7 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         "*real* rows) before choosing it; the service takes the same factory string "
         "(`REID_INDEX_FACTORY`).",
     ]
-    out = Path(args.out)
-    out.write_text("\n".join(lines) + "\n")
-    print("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

@@ -1,7 +1,8 @@
 """The inference worker: ONNX Runtime sessions plus a micro-batcher.
 
 Concurrent requests put preprocessed crops on one queue; a single worker thread drains it into
-batches of up to ``max_batch`` (waiting at most ``max_wait_ms`` for company) and runs the model
+batches of up to ``max_batch`` (waiting at most ``max_wait_ms`` for company, and only while other
+requests are still being preprocessed, so a lone query never waits) and runs the model
 once per batch, so throughput under load approaches the batched throughput. Preprocessing comes
 only from the model's ``reid.*`` metadata (or the ``preprocess`` setting for a foreign model).
 Torch-free by design.
@@ -171,6 +172,7 @@ class Embedder:
             providers=self.session.get_providers(),
         )
         self._queue: queue.Queue[_Request | None] = queue.Queue()
+        self._incoming, self._incoming_lock = 0, threading.Lock()  # submits still preprocessing
         self._thread = threading.Thread(target=self._worker, name="embed-batcher", daemon=True)
         self._thread.start()
         log.info("model loaded: %s dim=%d providers=%s", self.info.describe(), dim, self.info.providers)
@@ -219,7 +221,7 @@ class Embedder:
                     nxt = self._queue.get_nowait()
                 except queue.Empty:
                     left = deadline - time.perf_counter()
-                    if left <= 0:
+                    if left <= 0 or self._incoming == 0:  # nobody is preparing a request: don't wait
                         break
                     try:
                         nxt = self._queue.get(timeout=left)
@@ -260,8 +262,14 @@ class Embedder:
         if len(images_bgr) == 0:
             fut.set_result(np.zeros((0, self.info.dim), np.float32))
             return fut
-        x = preprocess(list(images_bgr), self.info.spec)
-        self._queue.put(_Request(x, fut))
+        with self._incoming_lock:  # announce it: the batcher waits for company only while some is coming
+            self._incoming += 1
+        try:
+            x = preprocess(list(images_bgr), self.info.spec)
+            self._queue.put(_Request(x, fut))
+        finally:
+            with self._incoming_lock:
+                self._incoming -= 1
         return fut
 
     def embed(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:

@@ -377,17 +377,21 @@ class EmbeddedRunner:
                 log.exception("job queue unavailable")
                 self._stop.wait(2.0)
                 continue
-            if job is None:
-                continue
-            try:
-                self.run(job, name)
-            except Exception as e:
-                log.exception("footage job %s crashed", job["id"])
-                self.queue.fail(job["id"], f"internal error: {type(e).__name__}: {e}")
-            finally:
-                final = self.queue.get(job["id"])
-                if final is not None and final["state"] in FINAL_STATES:
-                    _cleanup(final)
+            if job is not None:
+                self.run_or_fail(job, name)
+
+    def run_or_fail(self, job: dict[str, Any], name: str) -> None:
+        """Run a claimed job; an unexpected crash fails the job (with the reason) instead of the worker.
+        A finished job's upload is deleted."""
+        try:
+            self.run(job, name)
+        except Exception as e:
+            log.exception("footage job %s crashed", job["id"])
+            self.queue.fail(job["id"], f"internal error: {type(e).__name__}: {e}")
+        finally:
+            final = self.queue.get(job["id"])
+            if final is not None and final["state"] in FINAL_STATES:
+                _cleanup(final)
 
     def run(self, job: dict[str, Any], name: str = "embedded") -> None:
         from service.footage.decode import FootageError, content_hash
@@ -542,14 +546,7 @@ def run_embedded_worker(settings: Any, stop: threading.Event | None = None, max_
             job = queue.claim(name, timeout=1.0)
             if job is None:
                 continue
-            try:
-                runner.run(job, name)
-            except Exception as e:
-                log.exception("footage job %s crashed", job["id"])
-                queue.fail(job["id"], f"internal error: {type(e).__name__}: {e}")
-            final = queue.get(job["id"])
-            if final is not None and final["state"] in FINAL_STATES:
-                _cleanup(final)
+            runner.run_or_fail(job, name)
             done += 1
     finally:
         gallery.close()

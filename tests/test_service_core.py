@@ -9,6 +9,7 @@ import shutil
 import subprocess
 import sys
 import threading
+import time
 from pathlib import Path
 
 import numpy as np
@@ -44,6 +45,20 @@ def test_foreign_model_uses_configured_preprocessing(osnet_onnx: Path, tmp_path:
         x = e.embed(crops(3))
         assert x.shape == (3, 512)
         np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    finally:
+        e.close()
+
+
+def test_a_lone_request_does_not_wait_for_company(tmp_path: Path) -> None:
+    sizes: list[int] = []
+    e = Embedder(settings(tmp_path, max_wait_ms=3000, max_batch=8), on_batch=sizes.append)
+    try:
+        img = crops(1)
+        e.embed(img)  # warm-up
+        t = time.perf_counter()
+        e.embed(img)
+        assert time.perf_counter() - t < 1.5, "waited for a batch although nothing else was coming"
+        assert sizes == [1, 1]
     finally:
         e.close()
 
