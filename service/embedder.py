@@ -54,11 +54,13 @@ class ModelInfo:
     arch: str = "unknown"
     version: str = "0"
     trained_on: str = "unknown"
+    precision: str = "fp32"  # "int8" for a `reid quantize` model
     clip_len: int | None = None
     providers: list[str] = field(default_factory=list)
 
     def describe(self) -> str:
-        return f"{self.image_path} (arch={self.arch}, version={self.version}, id={self.model_id})"
+        return (f"{self.image_path} (arch={self.arch}, version={self.version}, {self.precision}, "
+                f"id={self.model_id})")
 
 
 def resolve_model(path: Path) -> tuple[Path, Path | None]:
@@ -168,6 +170,7 @@ class Embedder:
             arch=meta.get("reid.arch", "foreign"),
             version=meta.get("reid.version", "0"),
             trained_on=meta.get("reid.trained_on", "unknown"),
+            precision=meta.get("reid.precision", "fp32"),
             clip_len=clip_len,
             providers=self.session.get_providers(),
         )

@@ -74,6 +74,7 @@ class Ready(BaseModel):
     index_size: int
     model_id: str
     model: str
+    precision: str = Field(description="fp32, or int8 for a quantised model")
     dim: int
     index: str
     exact: bool

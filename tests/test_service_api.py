@@ -250,6 +250,7 @@ def test_rank1_matches_direct_eval_and_persists(server: Server, split) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         ready = c.get("/readyz").json()
         assert ready["items"] == ready["index_size"] == len(gallery)
+        assert ready["precision"] == "int8" and ready["model"].endswith("image.onnx")  # the shipped default
         assert [top1_ids for _, top1_ids in got[:10]] == [
             [h["id"] for h in query(c, [q], top_k=5).json()["results"]] for q in queries[:10]
         ]

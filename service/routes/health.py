@@ -39,6 +39,7 @@ def readyz(request: Request):
         index_size=g.index.ntotal,
         model_id=info.model_id,
         model=str(info.image_path),
+        precision=info.precision,
         dim=info.dim,
         index=g.settings.index_factory,
         exact=g.index.exact,
