@@ -35,23 +35,28 @@ def _load_embedder(settings):
 
 def _open(settings, background: bool = False):
     """Load the model and open the gallery, turning setup errors into clean CLI errors."""
-    from service.gallery import Gallery, ModelMismatch
+    from service.gallery import DataDirBusy, Gallery, ModelMismatch
 
     embedder = _load_embedder(settings)
     try:
         return embedder, Gallery(settings, embedder, background=background)
-    except ModelMismatch as e:
+    except (ModelMismatch, DataDirBusy) as e:
         embedder.close()
         typer.echo(f"error: {e}", err=True)
         raise typer.Exit(2) from e
 
 
 def _check_model(settings) -> None:
-    """Refuse to serve a gallery built with another model, before uvicorn starts."""
+    """Refuse to serve a gallery built with another model, or one being re-embedded, before uvicorn starts."""
     from service.embedder import ModelError, file_digest, resolve_model
-    from service.gallery import DB_NAME
+    from service.gallery import DB_NAME, DataDirBusy, lock_data_dir
     from service.store import Store
 
+    try:
+        lock_data_dir(Path(settings.data_dir), exclusive=False).close()
+    except DataDirBusy as e:
+        typer.echo(f"error: {e}", err=True)
+        raise typer.Exit(2) from e
     try:
         image, video = resolve_model(settings.model)
     except ModelError as e:
@@ -215,7 +220,8 @@ def register(app: typer.Typer) -> None:
         model: Path = typer.Option(None, help="the new model dir or .onnx (REID_MODEL)"),
         data_dir: Path = typer.Option(None, help="data directory (REID_DATA_DIR)"),
     ) -> None:
-        """Re-embed every stored item from its kept crops with the current model (stop the server first)."""
+        """Re-embed every stored item from its kept crops with the current model (refused while a server,
+        indexer or worker has the data dir open)."""
         from rich.progress import Progress
 
         from service.gallery import reindex as do_reindex

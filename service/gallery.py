@@ -16,6 +16,7 @@ Crops are kept on disk (``items/<bucket>/<id>/``) so ``reid reindex`` can re-emb
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import os
 import shutil
@@ -24,7 +25,7 @@ import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import IO, Any
 
 import cv2
 import numpy as np
@@ -36,6 +37,28 @@ from service.store import Filters, ItemRecord, Store
 log = logging.getLogger(__name__)
 
 DB_NAME = "reid.sqlite3"
+LOCK_NAME = "gallery.lock"
+
+
+class DataDirBusy(RuntimeError):
+    """Another process holds the data directory in a way that excludes this use."""
+
+
+def lock_data_dir(data_dir: Path, exclusive: bool) -> IO:
+    """flock ``data_dir/gallery.lock``: every open Gallery holds it shared and ``reid reindex``
+    exclusively, so a re-embed can never run under a live server, indexer or worker. The kernel
+    drops the lock when its process dies (even by SIGKILL), so a crash leaves nothing stale."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held for the Gallery's lifetime)
+    try:
+        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        if exclusive:
+            raise DataDirBusy(f"{data_dir} is in use by a running `reid serve`, `reid index` or `reid worker`; "
+                              "stop it before `reid reindex`") from None
+        raise DataDirBusy(f"`reid reindex` is running on {data_dir}; start this after it has finished") from None
+    return f
 
 
 class _AlreadyIndexed(Exception):
@@ -99,7 +122,14 @@ class Gallery:
         self.embedder = embedder
         self.info: ModelInfo = info or embedder.info  # type: ignore[union-attr]
         self.data_dir = Path(settings.data_dir)
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        self._lock = lock_data_dir(self.data_dir, exclusive=False)
+        try:
+            self._open(settings, background)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, settings: Any, background: bool) -> None:
         self.store = Store(self.data_dir / DB_NAME, settings.sqlite_synchronous)
         self._check_model()
         self.index = VectorIndex(
@@ -390,6 +420,7 @@ class Gallery:
             self.save()
         finally:
             self.store.close()
+            self._lock.close()
 
 
 def reindex(
@@ -398,6 +429,7 @@ def reindex(
     """Re-embed every stored item from its kept crops with ``embedder``'s model, then switch the
     gallery to that model in one transaction (a crash midway leaves the old vectors in place)."""
     data_dir = Path(settings.data_dir)
+    lock = lock_data_dir(data_dir, exclusive=True)
     store = Store(data_dir / DB_NAME, settings.sqlite_synchronous)
     info = embedder.info
     try:
@@ -456,3 +488,4 @@ def reindex(
         return done
     finally:
         store.close()
+        lock.close()

@@ -18,7 +18,7 @@ import pytest
 from onnx import TensorProto, helper
 
 from service.embedder import Embedder
-from service.gallery import Gallery, ModelMismatch, reindex
+from service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
 from service.index import VectorIndex
 from service.settings import Settings
 from service.store import Filters, ItemRecord, Store
@@ -292,6 +292,33 @@ def test_model_tie_and_reindex(tmp_path: Path, osnet_onnx: Path, cuhk03_val: Pat
             g2.close()
     finally:
         e2.close()
+
+
+def test_reindex_is_refused_while_the_data_dir_is_in_use(tmp_path: Path) -> None:
+    s = settings(tmp_path)
+    e = Embedder(s)
+    try:
+        g = Gallery(s, e, background=False)
+        g.add_images(crops(2), "A")
+        cmd = [sys.executable, "-m", "reid.cli", "reindex", "--data-dir", str(s.data_dir), "--model", str(s.model)]
+        r = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO, timeout=120)
+        assert r.returncode == 1 and "in use by a running" in r.stderr and "Traceback" not in r.stderr
+        assert g.count() == 2  # untouched
+        g.close()
+        # and the other way round: nothing opens the gallery while a reindex holds the data dir
+        held = lock_data_dir(Path(s.data_dir), exclusive=True)
+        try:
+            with pytest.raises(DataDirBusy, match="reid reindex` is running"):
+                Gallery(s, e, background=False)
+            srv = [sys.executable, "-m", "reid.cli", "serve", "--data-dir", str(s.data_dir), "--model",
+                   str(s.model), "--port", "1"]
+            r = subprocess.run(srv, capture_output=True, text=True, cwd=REPO, timeout=120)
+            assert r.returncode == 2 and "reid reindex` is running" in r.stderr
+        finally:
+            held.close()
+        assert reindex(s, e) == 2  # free again (closing the Gallery released its lock)
+    finally:
+        e.close()
 
 
 def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
