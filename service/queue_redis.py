@@ -239,6 +239,7 @@ class RedisJobQueue:
         pipe = self.r.pipeline()
         pipe.delete(self._k("job", job_id))
         pipe.zrem(self._k("jobs"), job_id)
+        pipe.hdel(self._k("written"), job_id)
         return bool(pipe.execute()[0])
 
     # ---- worker side
@@ -343,6 +344,16 @@ class RedisJobQueue:
             n += 1
         return n
 
+    def count_written(self, job_id: str, n: int) -> None:
+        """Items the API has written for a job so far (kept in Redis: survives an API restart)."""
+        self.r.hincrby(self._k("written"), job_id, n)
+
+    def pop_written(self, job_id: str) -> int:
+        pipe = self.r.pipeline()
+        pipe.hget(self._k("written"), job_id)
+        pipe.hdel(self._k("written"), job_id)
+        return int(pipe.execute()[0] or 0)
+
     def complete(self, job_id: str, result: dict[str, Any]) -> None:
         self._update(job_id, lambda j: j if j["state"] in ("failed", "cancelled") else
                      {**j, "state": "done", "progress": 1.0, "finished": _now(),
@@ -389,7 +400,6 @@ class ResultConsumer:
         self.on_applied = on_applied
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
-        self._written: dict[str, int] = {}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="reid-result-consumer", daemon=True)
@@ -434,12 +444,12 @@ class ResultConsumer:
                                      f"model {ours}: give workers and API the same REID_MODEL")
                 out = self.apply(msg["method"], decode(msg["args"]), decode(msg["kwargs"]))
                 added = len(out) if isinstance(out, list) else 1
-                self._written[job_id] = self._written.get(job_id, 0) + added
+                self.queue.count_written(job_id, added)
                 if self.on_applied is not None:
                     self.on_applied(job_id, 1)
             elif msg["op"] == "finish":
                 result = decode(msg.get("result") or {})
-                added = self._written.pop(job_id, 0)
+                added = self.queue.pop_written(job_id)
                 result["items_indexed"] = added
                 if result.get("tracklets") and not added:  # add_records(unless_footage=...) said no
                     result["already_indexed"] = True

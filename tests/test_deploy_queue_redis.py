@@ -142,3 +142,24 @@ def test_results_taken_but_not_applied_come_back_after_an_api_crash(redis_url: s
     q2.ack(again)
     assert q2.restore_unacked() == 0
     assert q2.pop_result(timeout=1)["op"] == "finish"
+
+
+def test_items_indexed_survives_an_api_restart_between_writes_and_finish(redis_url: str) -> None:
+    q = RedisJobQueue(redis_url, prefix="t")
+    job = q.submit("footage", {})
+    q.claim("w", timeout=1)
+    for _ in range(2):
+        q.send_write(job["id"], "add_records", [1, 2])
+    q.finish(job["id"], {"tracklets": 4})
+    before = ResultConsumer(q, lambda m, a, k: list(a[0]))  # each call "adds" its records
+    for _ in range(2):
+        msg = q.pop_result(timeout=1)
+        before.handle(msg)
+        q.ack(msg)
+    # the API restarts here: a fresh consumer (no memory of the writes) applies the finish
+    after = ResultConsumer(RedisJobQueue(redis_url, prefix="t"), lambda m, a, k: [])
+    after.handle(q.pop_result(timeout=1))
+    final = q.get(job["id"])
+    assert final["state"] == "done" and final["result"]["items_indexed"] == 4
+    assert final["result"].get("already_indexed") is not True
+    assert q.pop_written(job["id"]) == 0  # the counter is gone with the job's completion
