@@ -216,6 +216,16 @@ class VectorIndex:
 
     def _params(self, sel: faiss.IDSelector) -> faiss.SearchParameters:
         inner = faiss.downcast_index(self.state.index.index)
+        if isinstance(inner, faiss.IndexRefine) and isinstance(faiss.downcast_index(inner.base_index),
+                                                               faiss.IndexFlatCodes):
+            # e.g. SQfp16,RFlat: IndexRefine takes no selector itself, so filter its scanning base
+            # with the selector translated to the IDMap's internal ids (FAISS's IDMap would not)
+            base = faiss.SearchParameters()
+            base.sel = faiss.IDSelectorTranslated(self.state.index.id_map, sel)
+            params = faiss.IndexRefineSearchParameters()
+            params.k_factor, params.base_index_params = float(self.refine_factor), base
+            params.keep_alive = (base, base.sel, sel)  # SWIG holds raw pointers only
+            return params
         if hasattr(inner, "hnsw"):
             return faiss.SearchParametersHNSW(sel=sel, efSearch=self.ef_search)
         if isinstance(inner, faiss.IndexIVF):

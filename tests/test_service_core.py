@@ -203,6 +203,21 @@ def test_ann_index_trains_when_large_enough_and_filters_keep_k(tmp_path: Path) -
     assert h.ntotal == 599
 
 
+def test_sqfp16_refine_index_filters_inside_faiss_and_matches_exact(tmp_path: Path) -> None:
+    store = Store(tmp_path / "db.sqlite3")
+    vecs = _fill(store, 400, 32, camera_every=7)
+    flat, sq = VectorIndex(32), VectorIndex(32, "SQfp16,RFlat", refine_factor=2)
+    flat.build(store)
+    sq.build(store)
+    assert not sq.exact
+    subset = np.arange(1, 401, 7, dtype=np.int64)  # the "rare" camera's ids
+    for q in vecs[:20:3]:
+        s_exact, ids_exact = flat.search(q[None], 5, subset=subset)
+        s_sq, ids_sq = sq.search(q[None], 5, subset=subset)  # raised RuntimeError before (no selector)
+        assert set(ids_sq[0]) <= set(subset) and list(ids_sq[0]) == list(ids_exact[0])
+        np.testing.assert_allclose(s_sq, s_exact, atol=1e-5)  # re-scored with the float32 vectors
+
+
 @pytest.mark.parametrize("factory", ["HNSW16", "PCA16,HNSW16,RFlat"])
 def test_gallery_filtered_search_returns_k_when_they_exist(tmp_path: Path, factory: str) -> None:
     # exact_filter_max=0 forces the ANN paths: an IDSelector (HNSW) or over-fetching (RFlat takes none)
