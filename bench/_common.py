@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import platform
 import signal
@@ -79,3 +80,11 @@ def write_report(path: str | Path, lines: list[str]) -> None:
     text = "\n".join(lines).rstrip("\n") + "\n"
     Path(path).write_text(text)
     print(text, end="")
+
+
+def reid_eval(*args: str) -> dict:
+    """Run `reid eval ARGS` (the CLI, as a user would) and return its JSON result line."""
+    cmd = [sys.executable, "-m", "reid.cli", "eval", *args]
+    out = subprocess.run(cmd, cwd=Path(__file__).resolve().parents[1], capture_output=True, text=True,
+                         check=True).stdout
+    return json.loads(out.strip().splitlines()[-1])

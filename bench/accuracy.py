@@ -10,16 +10,17 @@ from __future__ import annotations
 
 import argparse
 import csv
-import json
 import os
 import platform
-import subprocess
 import sys
 import time
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
+sys.path.insert(0, str(REPO / "bench"))
+
+from _common import reid_eval, write_report  # noqa: E402
 
 SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
@@ -49,7 +50,8 @@ ROWS = [
 NOTES = """## Reading the table
 
 - **Training time** is the sum of epoch times in the run's `log.csv`. The 24-epoch runs had the
-  machine to themselves (78–94 img/s); the 12-epoch and TKP runs shared the 2 cores with other jobs.
+  machine mostly to themselves (59–94 img/s); the 12-epoch and TKP runs shared the 2 cores with
+  other jobs.
 - **Schedule:** the same recipe trained for 24 instead of 12 epochs gains about 10 rank-1 points for
   both networks. The shipped default moved from the 12-epoch IANet (v1.0.0) to the 24-epoch one
   (v1.1.0) because of that comparison, which is a choice made on this val split (../shared has no
@@ -65,13 +67,6 @@ NOTES = """## Reading the table
   clips cost about 4× an image epoch here. Its I2V is far below the baseline's: the target
   "TKP's I2V ≥ the baseline's I2V" is **not met** on this budget, and TKP is not shipped.
 - The commercial peer's 84 / 81 is not reached."""
-
-
-def reid_eval(model: str, data: Path, fmt: str, mode: str, extra: list[str]) -> tuple[dict, str]:
-    cmd = ["reid", "eval", "--model", model, "--data", str(data), "--format", fmt, "--mode", mode, *extra]
-    exe = [str(Path(sys.executable).parent / "reid"), *cmd[1:]]
-    out = subprocess.run(exe, cwd=REPO, capture_output=True, text=True, check=True).stdout
-    return json.loads(out.strip().splitlines()[-1]), " ".join(cmd)
 
 
 def train_minutes(log: str) -> str:
@@ -132,8 +127,9 @@ def main() -> None:
         extra = OSNET_FLAGS if model == str(OSNET) else []
         cells = []
         for mode in modes:
-            r, cmd = reid_eval(model, data, args.format, mode, extra)
-            commands.append(cmd)
+            cmd = ["--model", model, "--data", str(data), "--format", args.format, "--mode", mode, *extra]
+            r = reid_eval(*cmd)
+            commands.append(" ".join(["reid", "eval", *cmd]))
             cells += [f"{r['rank1']:.1f}", f"{r['mAP']:.1f}", f"{r['mINP']:.1f}"]
         rows.append((name, cells, train_minutes(log), train_cmd))
         speed_models.append((str(path), extra))
@@ -142,7 +138,7 @@ def main() -> None:
         lines.append(f"| {name} | {' | '.join(cells)} | {minutes} | {speed:.0f} | `{train_cmd}` |")
         print(lines[-1], flush=True)
     lines += ["", NOTES, "", "Eval commands (one JSON line each):", "", *[f"    {c}" for c in commands], ""]
-    Path(args.out).write_text("\n".join(lines))
+    write_report(args.out, lines)
 
 
 if __name__ == "__main__":

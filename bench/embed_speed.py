@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import subprocess
 import sys
 import tempfile
 import time
@@ -26,7 +25,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, write_report  # noqa: E402
+from _common import hardware, reid_eval, write_report  # noqa: E402
 
 
 def images(n: int) -> list[np.ndarray]:
@@ -48,10 +47,7 @@ def accuracy(model: Path, threads: int) -> dict:
     data = REPO.parent / "shared" / "data" / "cuhk03"
     if not data.is_dir():
         return {}
-    cmd = [sys.executable, "-m", "reid.cli", "eval", "--model", str(model), "--data", str(data),
-           "--threads", str(threads)]
-    out = subprocess.run(cmd, capture_output=True, text=True, check=True, cwd=REPO).stdout
-    return json.loads(out.strip().splitlines()[-1])
+    return reid_eval("--model", str(model), "--data", str(data), "--threads", str(threads))
 
 
 def rates(runners: dict[str, tuple], n_images: int, rounds: int = 3) -> dict[str, float]:
