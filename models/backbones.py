@@ -148,6 +148,18 @@ def build_backbone(name: str, **kwargs) -> Backbone:
     return BACKBONES[name](**kwargs)
 
 
+def apply_ibn(backbone: Backbone, stages: list[str], ratio: float = 0.5) -> None:
+    """IBN-a in the named stages: every block's first BatchNorm becomes half InstanceNorm
+    (``models.ibn``). Call it after loading pretrained weights."""
+    from models.ibn import convert_first_batchnorm
+
+    for name in stages:
+        if name not in backbone.stages:
+            raise ValueError(f"unknown stage {name!r} for ibn; stages: {STAGES}")
+        for block in backbone.stages[name]:
+            convert_first_batchnorm(block, ratio)
+
+
 def insert_after(backbone: Backbone, point: str, make_block: Callable[[int, int], nn.Module]) -> None:
     """Insert ``make_block(channels, stride)`` after ``point``: a stage name (after its last block)
     or ``stage.i`` (after block i of that stage)."""

@@ -10,7 +10,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from models.backbones import Backbone, build_backbone, insert_after
+from models.backbones import Backbone, apply_ibn, build_backbone, insert_after
 from models.ia import IABlock
 from models.nonlocal_block import NonLocalBlock
 from models.preprocess import PreprocessSpec
@@ -28,6 +28,8 @@ class ModelConfig:
     num_classes: int = 0
     height: int = 256
     width: int = 128
+    # IBN-a: half InstanceNorm in each block's first norm layer of these stages (models.ibn)
+    ibn: list[str] = field(default_factory=list)
     # IA blocks
     ia_after: list[str] = field(default_factory=lambda: ["layer2", "layer3"])
     ia_kernel: int = 1
@@ -55,7 +57,10 @@ class ModelConfig:
 
 
 def _backbone(cfg: ModelConfig) -> Backbone:
-    return build_backbone(cfg.backbone, last_stride=cfg.last_stride, weights=cfg.pretrained)
+    backbone = build_backbone(cfg.backbone, last_stride=cfg.last_stride, weights=cfg.pretrained)
+    if cfg.ibn:
+        apply_ibn(backbone, cfg.ibn)
+    return backbone
 
 
 class ImageNet(nn.Module):

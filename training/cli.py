@@ -45,8 +45,8 @@ def register(app: typer.Typer) -> None:
     def eval_cmd(
         model: Path = typer.Option(..., "--model", help="ONNX model dir / .onnx file, or a checkpoint .pt"),
         data: Path = typer.Option(..., "--data", help="dataset root"),
-        fmt: str = typer.Option("cuhk03", "--format", help="dataset format (cuhk03, generic, market1501, "
-                                "dukemtmc, msmt17, mars, ilidsvid, prid2011)"),
+        fmt: str = typer.Option("cuhk03", "--format", help="dataset format: cuhk03, generic, market1501, "
+                                "dukemtmc, msmt17, mars, ilidsvid, prid2011, partial_reid, partial_ilids"),
         mode: str = typer.Option("i2i", "--mode", help="i2i | i2v | v2v | v2i"),
         flip: bool = typer.Option(False, "--flip", help="flip test-time augmentation"),
         ap: str = typer.Option("noninterp", "--ap", help="noninterp (IANet) | trapezoid (Market/MARS/TKP)"),

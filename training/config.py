@@ -12,16 +12,41 @@ from models.networks import ModelConfig
 from training.transforms import AugmentConfig
 
 
+def resolve_path(value: str) -> str:
+    """Environment variables expanded; ``${REID_SHARED}`` defaults to ``../shared`` and
+    ``${REID_DATASETS}`` (public benchmarks unpacked by ``bench/datasets.py``) to ``../datasets``."""
+    beside = Path(__file__).resolve().parents[2]
+    for var, default in (("REID_SHARED", beside / "shared"), ("REID_DATASETS", beside / "datasets")):
+        value = value.replace("${" + var + "}", os.environ.get(var, str(default)))
+    return os.path.expandvars(value)
+
+
+@dataclass
+class SourceConfig:
+    """One dataset on disk: a root folder and its layout (``training.datasets.FORMATS``)."""
+
+    root: str
+    format: str
+
+
 @dataclass
 class DataConfig:
-    root: str = "${REID_SHARED}/data/cuhk03"
-    format: str = "cuhk03"
-    eval_root: str | None = None  # defaults to root
-    eval_format: str | None = None
+    """Where training and periodic evaluation read from. ``train`` lists one or more datasets:
+    their identities are kept apart (offset ids) and share one classifier; ``eval`` defaults to
+    the first one's query/gallery split (put a *different* dataset there to watch cross-domain
+    accuracy while training)."""
 
-    def resolved(self, value: str) -> str:
-        shared = os.environ.get("REID_SHARED", str(Path(__file__).resolve().parents[2] / "shared"))
-        return os.path.expandvars(value.replace("${REID_SHARED}", shared))
+    train: list[SourceConfig] = field(default_factory=lambda: [SourceConfig("${REID_SHARED}/data/cuhk03",
+                                                                            "cuhk03")])
+    eval: SourceConfig | None = None
+
+    def __post_init__(self) -> None:
+        self.train = [s if isinstance(s, SourceConfig) else _build(SourceConfig, s, "data.train[]")
+                      for s in self.train]
+        if isinstance(self.eval, dict):
+            self.eval = _build(SourceConfig, self.eval, "data.eval")
+        if not self.train:
+            raise ValueError("data.train: list at least one dataset")
 
 
 @dataclass
@@ -63,6 +88,7 @@ class TrainConfig:
     tkp: TKPConfig = field(default_factory=TKPConfig)
     batch_ids: int = 16  # P
     num_instances: int = 4  # K
+    camera_aware: bool = True  # each identity's K items spread over its cameras (training.sampler)
     seed: int = 1
     eval_every: int = 5
     eval_modes: list[str] = field(default_factory=lambda: ["i2i", "i2v"])

@@ -422,8 +422,42 @@ def prid2011(root: str | Path, split_index: int = 0) -> Split:
     return _two_camera_split("prid2011", (cam_a, cam_b), persons, train_ids)
 
 
+# -- occluded / partial test sets (no training split): query = occluded or partial views, gallery =
+# whole-body views of the same people from another camera.
+
+def _numbered(folder: Path, camid: int, pattern: re.Pattern) -> list[Sample]:
+    samples = []
+    for p in _images(folder):
+        m = pattern.match(p.stem)
+        if not m:
+            raise DatasetError(f"{p}: unexpected file name (expected {pattern.pattern})")
+        samples.append(Sample(str(p), int(m.group(1)), camid))
+    if not samples:
+        raise DatasetError(f"no images in {folder}")
+    return samples
+
+
+def partial_reid(root: str | Path) -> Split:
+    """Partial-REID (Zheng et al. 2015, 60 people): ``occluded_body_images/PPP_NNN.jpg`` as queries,
+    ``whole_body_images/PPP_NNN.jpg`` as the gallery."""
+    root = _find_root(Path(root), "occluded_body_images", "whole_body_images")
+    name = re.compile(r"^(\d+)_\d+$")
+    return Split("partial_reid", query=_numbered(root / "occluded_body_images", 0, name),
+                 gallery=_numbered(root / "whole_body_images", 1, name))
+
+
+def partial_ilids(root: str | Path) -> Split:
+    """Partial-iLIDS (119 people, airport cameras): ``Probe/N.jpg`` (occluded people, cropped to
+    the visible part) as queries, ``Gallery/N.jpg`` as the gallery."""
+    root = _find_root(Path(root), "Probe", "Gallery")
+    name = re.compile(r"^(\d+)$")
+    return Split("partial_ilids", query=_numbered(root / "Probe", 0, name),
+                 gallery=_numbered(root / "Gallery", 1, name))
+
+
 FORMATS = {"cuhk03": cuhk03, "generic": generic, "market1501": market1501, "dukemtmc": dukemtmc,
-           "msmt17": msmt17, "mars": mars, "ilidsvid": ilidsvid, "prid2011": prid2011}
+           "msmt17": msmt17, "mars": mars, "ilidsvid": ilidsvid, "prid2011": prid2011,
+           "partial_reid": partial_reid, "partial_ilids": partial_ilids}
 
 
 def load_split(root: str | Path, fmt: str) -> Split:
@@ -438,3 +472,19 @@ def relabel(samples: list[Sample]) -> tuple[list[Sample], dict[int, int]]:
     """Map person ids to 0..N-1 for the classifier."""
     mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}
     return [Sample(s.path, mapping[s.pid], s.camid, s.trackid, s.frame) for s in samples], mapping
+
+
+def combine_train(splits: list[Split]) -> list[Sample]:
+    """The training samples of several datasets as one set: each dataset's identities, cameras and
+    tracklets get their own id range (no two datasets share a person or a camera), ids 0..N-1.
+    Identities are assumed disjoint across datasets (true of the public benchmarks)."""
+    out: list[Sample] = []
+    pid_base = cam_base = track_base = 0
+    for split in splits:
+        train, mapping = relabel(split.train)
+        cams = {c: i for i, c in enumerate(sorted({s.camid for s in train}))}
+        tracks = {t: i for i, t in enumerate(sorted({s.trackid for s in train if s.trackid >= 0}))}
+        out += [Sample(s.path, pid_base + s.pid, cam_base + cams[s.camid],
+                       track_base + tracks[s.trackid] if s.trackid >= 0 else -1, s.frame) for s in train]
+        pid_base, cam_base, track_base = pid_base + len(mapping), cam_base + len(cams), track_base + len(tracks)
+    return out

@@ -18,8 +18,8 @@ from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
 from models.networks import TKP, build_model
-from training.config import TrainConfig
-from training.datasets import Split, load_split, relabel, tracklets
+from training.config import TrainConfig, resolve_path
+from training.datasets import DatasetError, Split, combine_train, load_split, tracklets
 from training.losses import batch_hard_triplet, label_smoothed_ce, tkp_distance_loss, tkp_feature_loss, tkp_triplets
 from training.sampler import RandomIdentitySampler
 from training.transforms import ClipTrainSet, ImageTrainSet
@@ -48,25 +48,28 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         seed_everything(cfg.seed)
         data = cfg.data
-        self.split = load_split(data.resolved(data.root), data.format)
-        self.eval_split = self.split
-        if data.eval_root:
-            self.eval_split = load_split(data.resolved(data.eval_root), data.eval_format or data.format)
-        if not self.split.train:
-            raise ValueError(f"{data.root}: no training images found")
-        train, mapping = relabel(self.split.train)
-        cfg.model.num_classes = len(mapping)
+        sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
+        self.split = sources[0]
+        self.eval_split = load_split(resolve_path(data.eval.root), data.eval.format) if data.eval else sources[0]
+        empty = [src.root for src, split in zip(data.train, sources, strict=True) if not split.train]
+        if empty:
+            raise DatasetError(f"no training images found in {', '.join(empty)}")
+        train = combine_train(sources)
+        cfg.model.num_classes = len({s.pid for s in train})
+        self.trained_on = " + ".join(f"{src.format} train ({len(split.train)} items)"
+                                     for src, split in zip(data.train, sources, strict=True))
         self.model = build_model(cfg.model).to(self.device)
         self.is_tkp = isinstance(self.model, TKP)
         spec = cfg.model.preprocess
         if self.is_tkp:
             tracks = tracklets(train)
             self.dataset = ClipTrainSet(tracks, spec, cfg.augment, cfg.tkp.seq_len, cfg.tkp.stride, cfg.seed)
-            pids = [t.pid for t in tracks]
+            pids, cams = [t.pid for t in tracks], [t.camid for t in tracks]
         else:
             self.dataset = ImageTrainSet(train, spec, cfg.augment, cfg.seed)
-            pids = [s.pid for s in train]
-        self.sampler = RandomIdentitySampler(pids, cfg.num_instances, cfg.seed)
+            pids, cams = [s.pid for s in train], [s.camid for s in train]
+        self.sampler = RandomIdentitySampler(pids, cfg.num_instances, cfg.seed,
+                                             camids=cams if cfg.camera_aware else None)
         self.loader = DataLoader(self.dataset, batch_size=cfg.batch_ids * cfg.num_instances,
                                  sampler=self.sampler, drop_last=True, num_workers=0)
         self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
@@ -91,8 +94,7 @@ class Trainer:
             "scaler": self.scaler.state_dict(),
             "epoch": epoch,  # epochs completed
             "train_seconds": self.train_seconds,
-            "trained_on": f"{self.cfg.data.format} train split ({len(self.dataset)} items, "
-                          f"{self.cfg.model.num_classes} ids)",
+            "trained_on": f"{self.trained_on}, {self.cfg.model.num_classes} ids",
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                     "dataset": self.dataset.rng.getstate()},
         }
