@@ -13,14 +13,15 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI, Request
-from fastapi.responses import JSONResponse
+from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service.embedder import Embedder
+from service.errors import install_error_handlers
 from service.gallery import Gallery, ModelMismatch
 from service.logging import RequestIdMiddleware
 from service.metrics import Metrics
+from service.routes import docs as docs_routes
 from service.routes import gallery as gallery_routes
 from service.routes import health as health_routes
 from service.routes import jobs as jobs_routes
@@ -67,7 +68,7 @@ class BodyLimit:
 
 
 async def _json(send, status: int, detail: str) -> None:
-    body = json.dumps({"detail": detail}).encode()
+    body = json.dumps({"detail": detail, "errors": None}).encode()
     await send(
         {
             "type": "http.response.start",
@@ -109,6 +110,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         version="0.1.0",
         lifespan=lifespan,
         description="Person re-identification search: index people once, search many times.",
+        openapi_url=None, docs_url=None, redoc_url=None,  # served below, behind the API key
     )
     app.state.settings = settings
     app.state.metrics = metrics
@@ -125,18 +127,10 @@ def create_app(settings: Settings | None = None) -> FastAPI:
 
         install_embedded(app, settings)
 
-    @app.exception_handler(BadInput)
-    async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
-        return JSONResponse({"detail": exc.message}, status_code=exc.status)
-
-    @app.exception_handler(Exception)
-    async def _unexpected(request: Request, exc: Exception) -> JSONResponse:
-        log.exception("unhandled error on %s %s", request.method, request.url.path)
-        return JSONResponse(
-            {"detail": "internal error (see the server log for this request id)"}, status_code=500
-        )
+    install_error_handlers(app)
 
     app.include_router(health_routes.router)
+    app.include_router(docs_routes.router)
     app.include_router(gallery_routes.router)
     app.include_router(query_routes.router)
     app.include_router(jobs_routes.router)

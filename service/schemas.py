@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from typing import Any
+from typing import Annotated, Any, Literal
 
+from fastapi import Path as PathParam
+from fastapi import Query
 from pydantic import BaseModel, Field
 
 from service.store import ItemRecord
@@ -19,7 +21,7 @@ class Source(BaseModel):
 
 class Item(BaseModel):
     id: int
-    kind: str = Field(description="image | tracklet")
+    kind: ItemKind
     camera: str
     timestamp_start: datetime | None = None
     timestamp_end: datetime | None = None
@@ -54,7 +56,7 @@ class Hit(Item):
 
 
 class QueryInfo(BaseModel):
-    kind: str = Field(description="image | tracklet")
+    kind: ItemKind
     n_frames: int
 
 
@@ -64,8 +66,32 @@ class QueryResponse(BaseModel):
     query: QueryInfo
 
 
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: e.g. [\"query\", \"offset\"]")
+    msg: str
+    type: str
+
+
 class Error(BaseModel):
-    detail: str
+    """The one error shape every endpoint returns (service/errors.py)."""
+
+    detail: str = Field(description="what went wrong, for a person")
+    errors: list[FieldError] | None = Field(None, description="per-field details of a 422")
+
+
+#: the error responses every API route may give, declared once for OpenAPI
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text} for code, text in (
+        (400, "bad input"), (401, "missing or invalid API key"), (404, "not found"),
+        (405, "method not allowed (see Allow)"), (413, "too large"), (415, "unsupported media type"),
+        (422, "invalid parameters"), (503, "starting up"))}
+
+#: SQLite integers are signed 64-bit: larger ids and offsets cannot exist
+MAX_SQL_INT = 2**63 - 1
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_SQL_INT, description="gallery item id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="skip this many")]
+ItemKind = Literal["image", "tracklet"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
 class Ready(BaseModel):

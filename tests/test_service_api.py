@@ -457,6 +457,16 @@ def test_bad_input_and_api_keys(tmp_path: Path, split) -> None:
                 assert "API key" in r.json()["detail"]
             assert c.get("/gallery", headers={"X-API-Key": "nope"}).status_code == 401
             assert c.get("/gallery", headers={"X-API-Key": "k2"}).status_code == 200
+            # the API description is behind the key too (header, or ?api_key= for a browser)
+            for path in ("/openapi.json", "/docs"):
+                assert c.get(path).status_code == 401, path
+                assert c.get(path, headers={"X-API-Key": "k1"}).status_code == 200, path
+            assert "/gallery" in c.get("/openapi.json", params={"api_key": "k2"}).json()["paths"]
+            assert "openapi.json?api_key=k2" in c.get("/docs", params={"api_key": "k2"}).text
+            assert c.post("/gallery", params={"api_key": "k1"}).status_code == 401  # query key: GET only
+            # the documented exception: the web page's static files (no data in them)
+            assert c.get("/").status_code == 200 and "<html" in c.get("/").text.lower()
+            assert c.get("/redoc").status_code == 404
             c.headers["X-API-Key"] = "k1"
             r = post_images(c, gallery[:1], "A")
             assert r.status_code == 201
@@ -472,6 +482,60 @@ def test_bad_input_and_api_keys(tmp_path: Path, split) -> None:
             assert c.get("/gallery", params={"limit": 0}).status_code == 422
             assert c.get("/gallery", params={"since": "x"}).status_code == 422
             assert c.get("/gallery").json()["total"] == 1  # nothing half-added by the bad requests
+        log = srv.log.read_text()
+        assert "Traceback" not in log and " 500 " not in log
+        assert "k2" not in log and "api_key" not in log  # keys sent as ?api_key= never reach the log
+    finally:
+        srv.stop()
+
+
+def test_errors_share_one_schema_and_integers_are_bounded(tmp_path: Path, split) -> None:
+    """Outside fuzzing found 500s on huge integers and error bodies that did not match the
+    published schema; every error is now {"detail": str, "errors": list | null} and declared."""
+    srv = Server(tmp_path / "data").start()
+    try:
+        with httpx.Client(base_url=srv.url, timeout=60) as c:
+            spec = c.get("/openapi.json").json()
+            huge = "99999999999999999999999"
+            for method, path, params in [
+                ("GET", f"/gallery/{huge}", None), ("GET", f"/gallery/{huge}/thumbnail", None),
+                ("DELETE", f"/gallery/{huge}", None), ("GET", f"/gallery/1/crops/{huge}", None),
+                ("GET", "/gallery", {"offset": huge}), ("GET", "/jobs", {"offset": huge}),
+                ("GET", "/gallery", {"offset": -1}), ("GET", "/jobs", {"state": "null"}),
+                ("GET", "/gallery", {"kind": "video"}), ("GET", "/gallery/0", None),
+            ]:
+                r = c.request(method, path, params=params)
+                assert r.status_code == 422, (method, path, params, r.status_code, r.text)
+                body = r.json()
+                assert isinstance(body["detail"], str) and body["detail"], body
+                assert isinstance(body["errors"], list) and body["errors"][0]["loc"], body
+            for r in (c.post("/gallery"), c.post("/query"), c.post("/gallery", data={"camera": "A"})):
+                assert r.status_code == 422 and "files" in r.json()["detail"], r.text
+            r = c.get("/gallery/123456")
+            assert r.status_code == 404 and r.json() == {"detail": "gallery item 123456 not found", "errors": None}
+            # the schema says the same: every API operation declares the Error model for 4xx
+            error_ref = "#/components/schemas/Error"
+            for path, ops in spec["paths"].items():
+                if path in ("/healthz", "/readyz", "/metrics"):
+                    continue  # no key, no input
+                for method, op in ops.items():
+                    for code in ("401", "404", "422"):
+                        schema = op["responses"][code]["content"]["application/json"]["schema"]
+                        assert schema["$ref"] == error_ref, (method, path, code)
+            assert set(spec["components"]["schemas"]["Error"]["properties"]) == {"detail", "errors"}
+            gallery_params = {p["name"]: p for p in spec["paths"]["/gallery"]["get"]["parameters"]}
+            assert gallery_params["offset"]["schema"]["maximum"] == 2**63 - 1
+            assert set(gallery_params["kind"]["schema"]["anyOf"][0]["enum"]) == {"image", "tracklet"}
+            jobs_params = {p["name"]: p for p in spec["paths"]["/jobs"]["get"]["parameters"]}
+            assert "cancelled" in jobs_params["state"]["schema"]["anyOf"][0]["enum"]
+            assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            # 405 and OPTIONS name every method of the path, DELETE included
+            for path in ("/gallery/1", "/jobs/abc"):
+                r = c.put(path)
+                assert r.status_code == 405 and "DELETE" in r.headers["allow"] and "GET" in r.headers["allow"]
+                assert r.json()["detail"] == "Method Not Allowed"
+                r = c.options(path)
+                assert r.status_code == 204 and "DELETE" in r.headers["allow"], r.headers
         log = srv.log.read_text()
         assert "Traceback" not in log and " 500 " not in log
     finally:

@@ -11,6 +11,7 @@ from pathlib import Path, PurePosixPath
 from typing import Annotated
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
+from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
@@ -25,17 +26,10 @@ from service.routes.deps import (
     require_key,
     settings_of,
 )
-from service.schemas import AddResponse, Error, ItemList, JobAccepted, item_out
+from service.schemas import ERROR_RESPONSES, AddResponse, ItemId, ItemKind, ItemList, JobAccepted, Offset, item_out
 from service.uploads import BadInput, expand, looks_like_video
 
-router = APIRouter(tags=["gallery"], dependencies=[Depends(require_key)])
-ERRORS = {
-    400: {"model": Error},
-    401: {"model": Error},
-    413: {"model": Error},
-    415: {"model": Error},
-    422: {"model": Error},
-}
+router = APIRouter(tags=["gallery"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 
 
 async def is_video(upload: UploadFile) -> bool:
@@ -96,12 +90,12 @@ async def _hand_to_footage(
     "/gallery",
     status_code=201,
     response_model=AddResponse,
-    responses={**ERRORS, 202: {"model": JobAccepted, "description": "video accepted as a footage job"}},
+    responses={202: {"model": JobAccepted, "description": "video accepted as a footage job"}},
 )
 async def add_to_gallery(
     request: Request,
     files: Annotated[list[UploadFile], File(description="images, a zip of images, or one video")],
-    camera: Annotated[str, Form(description="camera name")],
+    camera: Annotated[str, Form(min_length=1, max_length=128, pattern=r"\S", description="camera name")],
     timestamp: Annotated[str | None, Form(description="ISO 8601 capture time")] = None,
     meta: Annotated[str | None, Form(description="JSON object stored with each item")] = None,
     tracklet: Annotated[bool, Form(description="make the uploaded images one tracklet item")] = False,
@@ -147,10 +141,10 @@ async def add_to_gallery(
     return AddResponse(items=[item_out(r) for r in recs])
 
 
-@router.get("/gallery", response_model=ItemList, responses=ERRORS)
+@router.get("/gallery", response_model=ItemList)
 def list_gallery(
     request: Request,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     camera: Annotated[
         list[str] | None, Query(description="only these cameras (repeat or comma-separate)")
@@ -158,7 +152,7 @@ def list_gallery(
     exclude_camera: Annotated[list[str] | None, Query()] = None,
     since: Annotated[str | None, Query(description="ISO 8601")] = None,
     until: Annotated[str | None, Query(description="ISO 8601")] = None,
-    kind: Annotated[str | None, Query(description="image | tracklet")] = None,
+    kind: Annotated[ItemKind | None, Query()] = None,
 ) -> ItemList:
     """Page through the gallery (by id), filtered by camera and time."""
     filters = build_filters(camera, exclude_camera, since, until, kind)
@@ -182,14 +176,15 @@ def list_cameras(request: Request) -> dict:
     return {"cameras": [{"camera": c, "items": n, "first": _dt(a), "last": _dt(b)} for c, n, a, b in rows]}
 
 
-@router.get("/gallery/{item_id}", responses={404: {"model": Error}})
-def get_item(request: Request, item_id: int):
+@router.get("/gallery/{item_id}")
+def get_item(request: Request, item_id: ItemId):
     """One gallery item."""
     return item_out(_get(request, item_id))
 
 
-@router.get("/gallery/{item_id}/thumbnail", response_class=FileResponse, responses={404: {"model": Error}})
-def get_thumbnail(request: Request, item_id: int):
+@router.get("/gallery/{item_id}/thumbnail", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}})
+def get_thumbnail(request: Request, item_id: ItemId):
     """The item's JPEG thumbnail."""
     rec = _get(request, item_id)
     path = gallery_of(request).path(rec.thumbnail) if rec.thumbnail else None
@@ -198,8 +193,10 @@ def get_thumbnail(request: Request, item_id: int):
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
-@router.get("/gallery/{item_id}/crops/{n}", response_class=FileResponse, responses={404: {"model": Error}})
-def get_crop(request: Request, item_id: int, n: int):
+@router.get("/gallery/{item_id}/crops/{n}", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the stored crop"}})
+def get_crop(request: Request, item_id: ItemId,
+             n: Annotated[int, PathParam(ge=0, le=1_000_000, description="crop index, 0-based")]):
     """The item's n-th stored crop (a tracklet's frames, in order; 0-based)."""
     rec = _get(request, item_id)
     if not 0 <= n < len(rec.crops):
@@ -210,8 +207,8 @@ def get_crop(request: Request, item_id: int, n: int):
     return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
 
-@router.delete("/gallery/{item_id}", status_code=204, responses={404: {"model": Error}})
-def delete_item(request: Request, item_id: int) -> Response:
+@router.delete("/gallery/{item_id}", status_code=204)
+def delete_item(request: Request, item_id: ItemId) -> Response:
     """Remove an item (row, vector, crops, thumbnail)."""
     if not gallery_of(request).delete(item_id):
         raise BadInput(f"gallery item {item_id} not found", 404)

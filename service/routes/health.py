@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from fastapi import APIRouter, Request
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
 from service.routes.deps import require_key
-from service.schemas import Ready
+from service.schemas import Error, Ready
 
 router = APIRouter(tags=["health"])
 
@@ -18,7 +18,8 @@ def healthz() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@router.get("/readyz", response_model=Ready, responses={503: {"description": "not ready"}})
+@router.get("/readyz", response_model=Ready,
+            responses={503: {"description": "not ready (starting, or the job queue is unreachable)"}})
 def readyz(request: Request):
     """The model is loaded and the index agrees with the database."""
     g = getattr(request.app.state, "gallery", None)
@@ -47,7 +48,9 @@ def readyz(request: Request):
     )
 
 
-@router.get("/metrics")
+@router.get("/metrics", response_class=PlainTextResponse, responses={
+    200: {"content": {"text/plain": {}}, "description": "Prometheus text exposition format"},
+    401: {"model": Error, "description": "missing or invalid API key"}})
 def metrics(request: Request) -> Response:
     """Prometheus metrics (needs the API key unless REID_METRICS_PUBLIC=true)."""
     if not request.app.state.settings.metrics_public:

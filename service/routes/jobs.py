@@ -7,19 +7,20 @@ from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request
+from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
 from service.routes.deps import require_key, settings_of
-from service.schemas import Error
+from service.schemas import ERROR_RESPONSES, JobState, Offset
 from service.uploads import BadInput
 
-router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)])
-STATES = ("queued", "running", "done", "failed", "cancelled")
+JobId = Annotated[str, PathParam(min_length=1, max_length=128, description="job id from POST /gallery")]
+router = APIRouter(tags=["jobs"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 
 
 class JobOut(BaseModel):
     id: str
-    state: str = Field(description="queued | running | done | failed | cancelled")
+    state: JobState
     kind: str = "footage"
     camera: str | None = None
     filename: str | None = None
@@ -72,21 +73,19 @@ def _queue(request: Request) -> Any:
 @router.get("/jobs", response_model=JobList)
 def list_jobs(
     request: Request,
-    state: Annotated[str | None, Query(description="queued | running | done | failed | cancelled")] = None,
+    state: Annotated[JobState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    offset: Annotated[int, Query(ge=0)] = 0,
+    offset: Offset = 0,
 ) -> JobList:
     """Footage jobs, newest first."""
-    if state is not None and state not in STATES:
-        raise BadInput(f"state must be one of {', '.join(STATES)}", 422)
     q = _queue(request)
     jobs = q.list(limit=limit, offset=offset, state=state)
     total = q.total(state) if hasattr(q, "total") else (q.counts().get(state, 0) if state else sum(q.counts().values()))
     return JobList(jobs=[job_out(j) for j in jobs], total=total)
 
 
-@router.get("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": Error}})
-def get_job(request: Request, job_id: str) -> JobOut:
+@router.get("/jobs/{job_id}", response_model=JobOut)
+def get_job(request: Request, job_id: JobId) -> JobOut:
     """State, progress (frames done / total, fps), tracklets found and errors of one job."""
     j = _queue(request).get(job_id)
     if j is None:
@@ -94,8 +93,8 @@ def get_job(request: Request, job_id: str) -> JobOut:
     return job_out(j)
 
 
-@router.delete("/jobs/{job_id}", response_model=JobOut, responses={404: {"model": Error}})
-def cancel_job(request: Request, job_id: str) -> JobOut:
+@router.delete("/jobs/{job_id}", response_model=JobOut)
+def cancel_job(request: Request, job_id: JobId) -> JobOut:
     """Cancel a queued or running job (nothing of it gets indexed); a finished job is left as it is."""
     q = _queue(request)
     before = q.get(job_id)

@@ -10,14 +10,14 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from service.routes.deps import build_filters, embedder_of, gallery_of, read_files, require_key, settings_of
-from service.routes.gallery import ERRORS, is_video
-from service.schemas import Hit, QueryInfo, QueryResponse, item_fields
+from service.routes.gallery import is_video
+from service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, item_fields
 from service.uploads import BadInput, expand, read_clip
 
-router = APIRouter(tags=["query"], dependencies=[Depends(require_key)])
+router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 
 
-@router.post("/query", response_model=QueryResponse, responses=ERRORS)
+@router.post("/query", response_model=QueryResponse)
 async def query(
     request: Request,
     files: Annotated[
