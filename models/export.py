@@ -1,7 +1,9 @@
 """Export a checkpoint to self-describing ONNX files and check parity with PyTorch.
 
 ``image.onnx`` takes [B, 3, H, W]; for TKP, ``video.onnx`` takes [B, T, 3, H, W]. Both output
-L2-normalised float32 embeddings and carry the preprocessing contract as ``reid.*`` metadata."""
+L2-normalised float32 embeddings and carry the preprocessing contract as ``reid.*`` metadata.
+``image.onnx`` also outputs ``regions`` [B, R, D] (``reid.regions`` = R horizontal stripes whose
+mean is the embedding before normalisation) for VRSTC's occlusion handling (models/vrstc.py)."""
 
 from __future__ import annotations
 
@@ -15,22 +17,34 @@ from models.networks import ModelConfig, NormalizedEmbedder, image_branch, load_
 from models.preprocess import ModelCard, PreprocessSpec, write_onnx_metadata
 
 OPSET = 17
+REGIONS = 4  # horizontal body regions for VRSTC (head/shoulders, torso, hips/thighs, legs)
+
+
+def region_count(height_of_map: int, wanted: int = REGIONS) -> int:
+    """The largest count ≤ ``wanted`` that splits the feature map into equal stripes."""
+    return next(n for n in range(wanted, 0, -1) if height_of_map % n == 0)
 
 
 def export_module(net: torch.nn.Module, out: Path, spec: PreprocessSpec, card: ModelCard) -> Path:
     """Trace ``net`` (eval mode) into ``out`` with a dynamic batch (and T for video)."""
-    embedder = NormalizedEmbedder(net).eval()
+    outputs = ["embeddings"]
     if card.kind == "video":
+        embedder = NormalizedEmbedder(net).eval()
         dummy = torch.randn(2, 4, 3, spec.height, spec.width)
         axes = {"clips": {0: "batch", 1: "frames"}, "embeddings": {0: "batch"}}
         names = ["clips"]
     else:
         dummy = torch.randn(2, 3, spec.height, spec.width)
-        axes = {"images": {0: "batch"}, "embeddings": {0: "batch"}}
-        names = ["images"]
+        with torch.no_grad():
+            map_height = net.eval().backbone(dummy[:1]).shape[2]
+        n_regions = region_count(map_height)
+        embedder = NormalizedEmbedder(net, n_regions).eval()
+        axes = {"images": {0: "batch"}, "embeddings": {0: "batch"}, "regions": {0: "batch"}}
+        names, outputs = ["images"], ["embeddings", "regions"]
+        card.extra["reid.regions"] = str(n_regions)
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
-        torch.onnx.export(embedder, (dummy,), str(out), input_names=names, output_names=["embeddings"],
+        torch.onnx.export(embedder, (dummy,), str(out), input_names=names, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
     write_onnx_metadata(out, {**spec.to_metadata(), **card.to_metadata()})
     return out

@@ -83,6 +83,18 @@ class ImageNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(F.adaptive_avg_pool2d(self.backbone(x), 1).flatten(1))
 
+    def features_and_regions(self, x: torch.Tensor, n_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding [B, D], regions [B, n, D]): the regions are ``n`` equal horizontal stripes of
+        the feature map, average-pooled and passed through the same (eval-mode, affine) neck, so
+        their mean equals the embedding — what VRSTC's occlusion scoring works on (models.vrstc)."""
+        fmap = self.backbone(x)
+        b, c, h, w = fmap.shape
+        if h % n_regions:
+            raise ValueError(f"feature map height {h} does not split into {n_regions} equal regions")
+        stripes = fmap.reshape(b, c, n_regions, h // n_regions * w).mean(dim=3)  # [B, C, n]
+        regions = self.neck(stripes.transpose(1, 2).reshape(b * n_regions, c)).reshape(b, n_regions, c)
+        return self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), regions
+
     def forward(self, x: torch.Tensor):
         f = self.features(x)
         if self.training and self.classifier is not None:
@@ -168,13 +180,18 @@ def video_branch(model: nn.Module) -> VideoNet | None:
 
 
 class NormalizedEmbedder(nn.Module):
-    """What gets exported: the eval-mode embedding, L2-normalised inside the graph."""
+    """What gets exported: the eval-mode embedding, L2-normalised inside the graph; with
+    ``n_regions`` (image nets) also the unnormalised region features as a second output."""
 
-    def __init__(self, net: nn.Module):
+    def __init__(self, net: nn.Module, n_regions: int = 0):
         super().__init__()
         self.net = net
+        self.n_regions = n_regions
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
+    def forward(self, x: torch.Tensor):
+        if self.n_regions:
+            emb, regions = self.net.features_and_regions(x, self.n_regions)
+            return F.normalize(emb, dim=1), regions
         return F.normalize(self.net(x), dim=1)
 
 

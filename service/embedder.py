@@ -26,6 +26,8 @@ import numpy as np
 import onnxruntime as ort
 
 from models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess, read_onnx_metadata
+from models.vrstc import VrstcConfig
+from models.vrstc import pool as vrstc_pool
 from service.settings import Settings
 
 log = logging.getLogger(__name__)
@@ -57,6 +59,8 @@ class ModelInfo:
     precision: str = "fp32"  # "int8" for a `reid quantize` model
     clip_len: int | None = None
     providers: list[str] = field(default_factory=list)
+    regions: int = 0  # the image model's second output: horizontal region features (VRSTC)
+    vrstc_tau: float | None = None  # calibrated occlusion threshold (reid vrstc-calibrate)
 
     def describe(self) -> str:
         return (f"{self.image_path} (arch={self.arch}, version={self.version}, {self.precision}, "
@@ -134,7 +138,8 @@ def _l2n(x: np.ndarray) -> np.ndarray:
 @dataclass
 class _Request:
     x: np.ndarray
-    fut: Future
+    fut: Future  # [N, D] normalised embeddings
+    regions: Future | None = None  # [N, R, D] region features, when asked for and the model has them
 
 
 class Embedder:
@@ -173,7 +178,11 @@ class Embedder:
             precision=meta.get("reid.precision", "fp32"),
             clip_len=clip_len,
             providers=self.session.get_providers(),
+            regions=int(meta.get("reid.regions", 0)) if len(self.session.get_outputs()) > 1 else 0,
+            vrstc_tau=float(meta["reid.vrstc_tau"]) if "reid.vrstc_tau" in meta else None,
         )
+        self.vrstc = (VrstcConfig(tau=self.info.vrstc_tau) if settings.tracklet_pooling == "vrstc"
+                      and self.info.regions and self.info.vrstc_tau is not None and video_path is None else None)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._incoming, self._incoming_lock = 0, threading.Lock()  # submits still preprocessing
         self._thread = threading.Thread(target=self._worker, name="embed-batcher", daemon=True)
@@ -242,13 +251,17 @@ class Embedder:
     def _run_batch(self, batch: list[_Request]) -> None:
         try:
             x = np.concatenate([r.x for r in batch]) if len(batch) > 1 else batch[0].x
-            outs = []
+            outs, region_outs = [], []
             for i in range(0, len(x), self.settings.max_batch):
                 chunk = x[i : i + self.settings.max_batch]
-                outs.append(self.session.run(None, {self.input_name: chunk})[0])
+                result = self.session.run(None, {self.input_name: chunk})
+                outs.append(result[0])
+                if self.info.regions:
+                    region_outs.append(result[1])
                 if self.on_batch is not None:
                     self.on_batch(len(chunk))
             y = _l2n(np.concatenate(outs))
+            regions = np.concatenate(region_outs) if region_outs else None
         except Exception as e:  # hand the error to every waiter instead of killing the worker
             for r in batch:
                 if not r.fut.done():
@@ -256,20 +269,25 @@ class Embedder:
             return
         i = 0
         for r in batch:
+            if r.regions is not None:
+                r.regions.set_result(regions[i : i + len(r.x)] if regions is not None else None)
             r.fut.set_result(y[i : i + len(r.x)])
             i += len(r.x)
 
-    def submit(self, images_bgr: Sequence[np.ndarray]) -> Future:
-        """Queue crops for embedding; the future yields [N, D] normalised float32."""
+    def submit(self, images_bgr: Sequence[np.ndarray], regions: Future | None = None) -> Future:
+        """Queue crops for embedding; the future yields [N, D] normalised float32 (and ``regions``,
+        if given, the [N, R, D] region features of a model that has them)."""
         fut: Future = Future()
         if len(images_bgr) == 0:
             fut.set_result(np.zeros((0, self.info.dim), np.float32))
+            if regions is not None:
+                regions.set_result(None)
             return fut
         with self._incoming_lock:  # announce it: the batcher waits for company only while some is coming
             self._incoming += 1
         try:
             x = preprocess(list(images_bgr), self.info.spec)
-            self._queue.put(_Request(x, fut))
+            self._queue.put(_Request(x, fut, regions))
         finally:
             with self._incoming_lock:
                 self._incoming -= 1
@@ -289,6 +307,10 @@ class Embedder:
         when there is one, else the renormalised mean of the frame embeddings."""
         if len(frames_bgr) == 0:
             raise ValueError("a tracklet needs at least one frame")
+        if self.vrstc is not None:  # occluded regions repaired from the other frames (models/vrstc.py)
+            regions: Future = Future()
+            self.submit(frames_bgr, regions).result()
+            return vrstc_pool(regions.result(), self.vrstc)
         if self.video_session is None:
             return _l2n(self.embed(frames_bgr).mean(axis=0))
         t = int(self.info.clip_len or self.settings.video_chunk)
@@ -301,7 +323,7 @@ class Embedder:
         return _l2n(_l2n(np.concatenate(outs)).mean(axis=0))
 
     async def embed_tracklet_async(self, frames_bgr: Sequence[np.ndarray]) -> np.ndarray:
-        if self.video_session is None:
+        if self.video_session is None and self.vrstc is None:
             return _l2n((await self.embed_async(frames_bgr)).mean(axis=0))
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(None, self.embed_tracklet, frames_bgr)

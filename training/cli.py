@@ -66,6 +66,10 @@ def register(app: typer.Typer) -> None:
         mean: str = typer.Option(None, "--mean", help="foreign ONNX: 3 comma-separated means"),
         std: str = typer.Option(None, "--std", help="foreign ONNX: 3 comma-separated stds"),
         threads: int = typer.Option(0, "--threads", help="CPU threads (0 = library default)"),
+        tracklet_pooling: str = typer.Option("mean", "--tracklet-pooling", help="mean | vrstc (occluded "
+                                             "regions repaired from other frames; models/vrstc.py)"),
+        vrstc_tau: float = typer.Option(None, "--vrstc-tau", help="VRSTC threshold (default: the model's "
+                                        "calibrated reid.vrstc_tau)"),
     ) -> None:
         """Evaluate a model on a dataset's query/gallery split; prints one JSON line."""
         import json
@@ -81,6 +85,8 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("choose noninterp or trapezoid", param_hint="--ap")
         if visualize and out is None:
             raise typer.BadParameter("--visualize needs --out PNG", param_hint="--out")
+        if tracklet_pooling not in ("mean", "vrstc"):
+            raise typer.BadParameter("choose mean or vrstc", param_hint="--tracklet-pooling")
         if not model.exists():
             raise typer.BadParameter(f"model not found: {model}", param_hint="--model")
         spec = None
@@ -113,9 +119,18 @@ def register(app: typer.Typer) -> None:
             embedder = load_embedder(model, spec=spec, threads=threads)
         except ValueError as exc:
             raise typer.BadParameter(str(exc), param_hint="--model") from exc
+        vrstc = None
+        if tracklet_pooling == "vrstc":
+            from models.vrstc import VrstcConfig
+
+            tau = vrstc_tau if vrstc_tau is not None else getattr(embedder, "vrstc_tau", None)
+            if tau is None:
+                raise typer.BadParameter("the model has no calibrated reid.vrstc_tau: run `reid vrstc-calibrate` "
+                                         "or give --vrstc-tau", param_hint="--tracklet-pooling")
+            vrstc = VrstcConfig(tau=tau)
         try:
             result = rank(split, embedder, mode, flip=flip, ap=ap, rerank=rerank, aqe=aqe, k1=k1, k2=k2,
-                          lambda_value=lambda_value, aqe_k=aqe_k, aqe_alpha=aqe_alpha)
+                          lambda_value=lambda_value, aqe_k=aqe_k, aqe_alpha=aqe_alpha, vrstc=vrstc)
         except ValueError as exc:  # unreadable image, empty query/gallery, bad rerank parameters
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
@@ -162,6 +177,49 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{out / 'image.onnx'}: INT8 with {report.fp32_stages or 'no'} stages in FP32, mean cosine "
                    f"to FP32 {report.mean_cosine} (min {report.min_cosine}), nearest-neighbour agreement "
                    f"{report.nn_agreement} on {report.check_images} held-out crops")
+
+    @app.command("vrstc-calibrate")
+    def vrstc_calibrate(
+        model: Path = typer.Argument(..., help="exported model directory (image.onnx with a regions output)"),
+        data: Path = typer.Option(..., "--data", help="dataset root whose TRAIN split gives clean tracklets"),
+        fmt: str = typer.Option("cuhk03", "--format", help="dataset format"),
+        false_alarm: float = typer.Option(0.02, help="fraction of clean regions allowed below τ"),
+        max_tracklets: int = typer.Option(400, help="tracklets (identity × camera) to score"),
+    ) -> None:
+        """Set VRSTC's occlusion threshold τ for a model from clean training tracklets (models/vrstc.py)."""
+        import random
+
+        import numpy as np
+
+        from models.preprocess import read_image, read_onnx_metadata, write_onnx_metadata
+        from models.vrstc import calibrate_tau
+        from training.datasets import DatasetError, load_split, tracklets
+        from training.evaluate import load_embedder
+
+        if not 0 < false_alarm < 0.5:
+            raise typer.BadParameter("between 0 and 0.5", param_hint="--false-alarm")
+        try:
+            split = load_split(data, fmt)
+            embedder = load_embedder(model)
+        except (DatasetError, ValueError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        if not getattr(embedder, "has_regions", False):
+            raise typer.BadParameter(f"{model} has no regions output (export it again with `reid export`)")
+        tracks = [t for t in tracklets(split.train) if len(t.paths) > 1]
+        if not tracks:
+            raise typer.BadParameter(f"{data}: no training tracklets of 2+ frames", param_hint="--data")
+        tracks = random.Random(0).sample(tracks, min(max_tracklets, len(tracks)))
+        regions = [embedder.embed_with_regions([read_image(p) for p in t.paths[:16]])[1] for t in tracks]
+        tau = calibrate_tau(regions, false_alarm)
+        path = embedder.image_path
+        meta = read_onnx_metadata(str(path))
+        meta["reid.vrstc_tau"] = f"{tau:.4f}"
+        meta["reid.vrstc_calibration"] = (f"{false_alarm:g} quantile of region scores of {len(tracks)} clean "
+                                          f"{fmt} train tracklets")
+        write_onnx_metadata(path, meta)
+        n = int(np.sum([len(r) for r in regions]))
+        typer.echo(f"{path}: reid.vrstc_tau = {tau:.4f} ({false_alarm:g} of the regions of {n} clean frames "
+                   f"in {len(tracks)} {fmt} train tracklets score below it)")
 
     @app.command("fetch-weights")
     def fetch_weights(dest: Path = typer.Option(None, "--dest", help="where to write the .pt "

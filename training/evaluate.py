@@ -20,7 +20,9 @@ pseudo-tracklet per identity and camera):
 
 A tracklet's embedding: the embedder's video model when it has one (``embed_clips``: all frames in
 consecutive 32-frame chunks, weighted by frame count), else the mean of its normalised frame
-embeddings, renormalised. Distance is 1 − cosine of L2-normalised embeddings.
+embeddings, renormalised (``pooling="mean"``), or VRSTC pooling (``pooling="vrstc"``: occluded
+body regions repaired from the other frames first, models/vrstc.py; needs an ONNX model with a
+``regions`` output). Distance is 1 − cosine of L2-normalised embeddings.
 """
 
 from __future__ import annotations
@@ -98,16 +100,26 @@ class OnnxEmbedder:
             raise ValueError(f"ONNX Runtime cannot load {image}: {exc}") from exc
         self._img_in = self._img.get_inputs()[0].name
         self.has_video = self._vid is not None
+        self.has_regions = len(self._img.get_outputs()) > 1 and "reid.regions" in meta
+        self.vrstc_tau = float(meta["reid.vrstc_tau"]) if "reid.vrstc_tau" in meta else None
         self.name = str(path)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        out = []
+        return self.embed_with_regions(images)[0]
+
+    def embed_with_regions(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        """(normalised embeddings [N, D], region features [N, R, D] or None)."""
+        out, regions = [], []
         for i in range(0, len(images), self.batch_size):
             batch = preprocess(list(images[i:i + self.batch_size]), self.spec)
-            out.append(np.asarray(self._img.run(None, {self._img_in: batch})[0], np.float32))
+            result = self._img.run(None, {self._img_in: batch})
+            out.append(np.asarray(result[0], np.float32))
+            if self.has_regions:
+                regions.append(np.asarray(result[1], np.float32))
         if not out:
-            return np.zeros((0, 0), np.float32)
-        return l2_normalize(np.concatenate(out).reshape(len(images), -1))
+            return np.zeros((0, 0), np.float32), None
+        return (l2_normalize(np.concatenate(out).reshape(len(images), -1)),
+                np.concatenate(regions) if regions else None)
 
     def embed_clips(self, clips: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """One embedding per tracklet: video.onnx on each 32-frame chunk, chunk outputs averaged
@@ -237,26 +249,42 @@ def tracklet_items(samples: list[Sample]) -> list[Item]:
 
 
 class EmbeddingCache:
-    """Per-image embeddings keyed by path, for one embedder and one flip setting: an image that
-    appears in several item sets or modes is decoded and embedded once."""
+    """Per-image embeddings keyed by path, for one embedder, one flip setting and one tracklet
+    pooling: an image that appears in several item sets or modes is decoded and embedded once.
+    ``vrstc`` (a :class:`models.vrstc.VrstcConfig`) switches tracklet pooling to VRSTC."""
 
-    def __init__(self, embedder, flip: bool = False, batch_size: int = 64):
-        self.embedder, self.flip, self.batch_size = embedder, flip, batch_size
+    def __init__(self, embedder, flip: bool = False, batch_size: int = 64, vrstc=None):
+        self.embedder, self.flip, self.batch_size, self.vrstc = embedder, flip, batch_size, vrstc
+        if vrstc is not None and not getattr(embedder, "has_regions", False):
+            raise ValueError(f"{getattr(embedder, 'name', 'this model')} has no regions output, which VRSTC "
+                             "pooling needs (export it again with `reid export`)")
         self.vectors: dict[str, np.ndarray] = {}
+        self.regions: dict[str, np.ndarray] = {}
         self.clips: dict[tuple[str, ...], np.ndarray] = {}
 
-    def _embed(self, images: list[np.ndarray]) -> np.ndarray:
-        e = self.embedder.embed_images(images)
+    def _embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
+        if self.vrstc is None:
+            e, r = self.embedder.embed_images(images), None
+        else:
+            e, r = self.embedder.embed_with_regions(images)
         if self.flip:
-            e = l2_normalize(e + self.embedder.embed_images([cv2.flip(im, 1) for im in images]))
-        return e
+            flipped = [cv2.flip(im, 1) for im in images]
+            if r is None:
+                e = l2_normalize(e + self.embedder.embed_images(flipped))
+            else:
+                ef, rf = self.embedder.embed_with_regions(flipped)
+                e, r = l2_normalize(e + ef), (r + rf) / 2
+        return e, r
 
     def images(self, paths: Sequence[str]) -> np.ndarray:
         todo = list(dict.fromkeys(p for p in paths if p not in self.vectors))
         for i in range(0, len(todo), self.batch_size):
             part = todo[i:i + self.batch_size]
-            for p, v in zip(part, self._embed([read_image(p) for p in part]), strict=True):
-                self.vectors[p] = v
+            vectors, regions = self._embed([read_image(p) for p in part])
+            for j, p in enumerate(part):
+                self.vectors[p] = vectors[j]
+                if regions is not None:
+                    self.regions[p] = regions[j]
         return np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, 0), np.float32)
 
     def items(self, items: list[Item], video: bool) -> np.ndarray:
@@ -264,6 +292,11 @@ class EmbeddingCache:
         model when ``video`` and the embedder has one, else the renormalised frame mean."""
         if not items:
             return np.zeros((0, 0), np.float32)
+        if video and self.vrstc is not None and not getattr(self.embedder, "has_video", False):
+            from models.vrstc import pool
+
+            self.images([p for it in items for p in it.paths])
+            return np.stack([pool(np.stack([self.regions[p] for p in it.paths]), self.vrstc) for it in items])
         if not video or not getattr(self.embedder, "has_video", False):
             flat = [p for it in items for p in it.paths]
             frames = self.images(flat)
@@ -307,14 +340,16 @@ class Ranking:
 
 def rank(split: Split, embedder, mode: str = "i2i", flip: bool = False, ap: str = "noninterp",
          rerank: bool = False, aqe: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
-         aqe_k: int = 5, aqe_alpha: float = 3.0, cache: EmbeddingCache | None = None) -> Ranking:
+         aqe_k: int = 5, aqe_alpha: float = 3.0, cache: EmbeddingCache | None = None,
+         vrstc=None) -> Ranking:
+    """``vrstc``: a :class:`models.vrstc.VrstcConfig` to pool tracklets with VRSTC (else mean)."""
     started = time.time()
     q_items, g_items, qv, gv = mode_items(split, mode)
     if not q_items or not g_items:
         raise ValueError(f"{split.name}: {mode} needs a non-empty query and gallery "
                          f"(got {len(q_items)} queries, {len(g_items)} gallery items)")
-    if cache is None or cache.embedder is not embedder or cache.flip != flip:
-        cache = EmbeddingCache(embedder, flip)
+    if cache is None or cache.embedder is not embedder or cache.flip != flip or cache.vrstc != vrstc:
+        cache = EmbeddingCache(embedder, flip, vrstc=vrstc)
     qf = cache.items(q_items, qv)
     gf = cache.items(g_items, gv)
     if aqe:
@@ -333,6 +368,7 @@ def rank(split: Split, embedder, mode: str = "i2i", flip: bool = False, ap: str 
     metrics.update(protocol=f"{split.name}: same-pid same-camera gallery items are junk; "
                             f"queries without a true match skipped; {ap} AP; 1-cos distance",
                    mode=mode, num_gallery=len(g_items), flip=flip, ap=ap, rerank=rerank, aqe=aqe,
+                   tracklet_pooling="vrstc" if vrstc is not None else "mean",
                    video_model=bool((qv or gv) and getattr(embedder, "has_video", False)),
                    seconds=round(time.time() - started, 3))
     return Ranking(metrics, dist, q_items, g_items)

@@ -1,0 +1,215 @@
+"""VRSTC at feature level (issue 11): region scoring finds a synthetic occluded frame, completion
+repairs it from the other frames, clean tracklets come out exactly as mean pooling, the exported
+``regions`` output averages to the embedding, and the service / `reid eval` use it."""
+
+from __future__ import annotations
+
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from conftest import REPO
+
+from models.export import export_model, region_count
+from models.networks import ModelConfig
+from models.preprocess import read_onnx_metadata, write_onnx_metadata
+from models.vrstc import VrstcConfig, calibrate_tau, complete, pool, region_scores
+
+
+def _tracklet(t: int = 6, r: int = 4, d: int = 64, noise: float = 0.15, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    person = rng.standard_normal((1, r, d)).astype(np.float32)
+    return person + noise * rng.standard_normal((t, r, d)).astype(np.float32)
+
+
+def _mean_pool(regions: np.ndarray) -> np.ndarray:
+    frames = regions.mean(axis=1)
+    frames /= np.linalg.norm(frames, axis=1, keepdims=True)
+    v = frames.mean(axis=0)
+    return v / np.linalg.norm(v)
+
+
+def test_scoring_finds_the_one_occluded_region():
+    regions = _tracklet()
+    truth = regions[3, 2].copy()
+    regions[3, 2] = np.random.default_rng(9).standard_normal(64) * 2  # something else covers it
+    scores = region_scores(regions)
+    assert scores.shape == (6, 4)
+    assert np.unravel_index(np.argmin(scores), scores.shape) == (3, 2)
+    repaired, occluded = complete(regions, VrstcConfig(tau=0.8))
+    assert occluded.sum() == 1 and occluded[3, 2]
+    # rebuilt from the other frames' same region: far closer to the hidden truth than the occluder
+    cos = lambda a, b: float(a @ b / np.linalg.norm(a) / np.linalg.norm(b))  # noqa: E731
+    assert cos(repaired[3, 2], truth) > 0.95 > cos(regions[3, 2], truth) + 0.5
+    assert np.array_equal(np.delete(repaired.reshape(24, 64), 14, 0), np.delete(regions.reshape(24, 64), 14, 0))
+    # the pooled vector moves towards the clean tracklet's
+    clean = _mean_pool(np.where(np.arange(6)[:, None, None] == 3, _tracklet(), regions))
+    assert cos(pool(regions, VrstcConfig(tau=0.8)), clean) > cos(_mean_pool(regions), clean)
+
+
+def test_clean_tracklets_pool_exactly_as_the_mean():
+    regions = _tracklet(t=8, seed=3)
+    cfg = VrstcConfig(tau=float(region_scores(regions).min()) - 1e-3)  # nothing below τ
+    repaired, occluded = complete(regions, cfg)
+    assert not occluded.any() and np.array_equal(repaired, regions)
+    np.testing.assert_allclose(pool(regions, cfg), _mean_pool(regions), atol=1e-6)
+    one = regions[:1]  # a single frame is its own mean: never occluded
+    assert not complete(one, VrstcConfig(tau=0.999))[1].any()
+
+
+def test_calibrated_tau_flags_the_asked_fraction_of_clean_regions():
+    clean = [_tracklet(t=5, seed=s) for s in range(40)]
+    tau = calibrate_tau(clean, false_alarm=0.05)
+    flagged = np.mean(np.concatenate([(region_scores(r) < tau).ravel() for r in clean]))
+    assert 0.03 <= flagged <= 0.07
+    with pytest.raises(ValueError, match="at least 2 frames"):
+        calibrate_tau([clean[0][:1]])
+    with pytest.raises(ValueError, match=r"\[T, R, D\]"):
+        region_scores(np.zeros((3, 4)))
+
+
+def test_region_count_splits_evenly():
+    assert [region_count(h) for h in (8, 16, 6, 7)] == [4, 4, 3, 1]
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory):
+    from test_export import build_realistic
+
+    torch.manual_seed(5)
+    cfg = ModelConfig(arch="baseline", pretrained=None, height=64, width=32, num_classes=3, ibn=["layer1"])
+    out = tmp_path_factory.mktemp("vrstc-model")
+    export_model(build_realistic(cfg), cfg, out, trained_on="unit-test")
+    return out
+
+
+def test_exported_regions_average_to_the_embedding(exported: Path):
+    import onnxruntime as ort
+
+    sess = ort.InferenceSession(str(exported / "image.onnx"), providers=["CPUExecutionProvider"])
+    assert [o.name for o in sess.get_outputs()] == ["embeddings", "regions"]
+    assert read_onnx_metadata(str(exported / "image.onnx"))["reid.regions"] == "4"  # 64 px → 1/16 map of 4 rows
+    x = np.random.default_rng(2).standard_normal((3, 3, 64, 32)).astype(np.float32)
+    emb, regions = sess.run(None, {"images": x})
+    assert regions.shape == (3, 4, emb.shape[1])
+    mean = regions.mean(axis=1)
+    np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), emb, atol=1e-5)
+
+
+def _person_crops(n: int, seed: int) -> list[np.ndarray]:
+    rng = np.random.default_rng(seed)
+    base = rng.integers(0, 255, (96, 48, 3)).astype(np.int16)
+    return [np.clip(base + rng.integers(-10, 10, base.shape), 0, 255).astype(np.uint8) for _ in range(n)]
+
+
+def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path, tmp_path: Path):
+    import shutil
+
+    from service.embedder import Embedder
+    from service.settings import Settings
+
+    model = tmp_path / "m"
+    shutil.copytree(exported, model)
+    frames = _person_crops(5, 1)
+    frames[2][48:] = 128  # the lower half of one frame hidden by a grey block
+    uncalibrated = Embedder(Settings(model=model, data_dir=tmp_path / "d1", intra_op_threads=1))
+    try:
+        assert uncalibrated.info.regions == 4 and uncalibrated.vrstc is None  # no τ in the file: mean pooling
+        frame_vecs = uncalibrated.embed(frames)
+        mean_vec = uncalibrated.embed_tracklet(frames)
+    finally:
+        uncalibrated.close()
+    plain = frame_vecs.mean(axis=0) / np.linalg.norm(frame_vecs.mean(axis=0))
+    np.testing.assert_allclose(mean_vec, plain, atol=1e-6)
+    from training.evaluate import OnnxEmbedder
+
+    scores = region_scores(OnnxEmbedder(model).embed_with_regions(frames)[1])
+    others = np.delete(scores, 2, axis=0)
+    assert scores[2].max() < others.min()  # even an untrained net finds the covered frame
+    tau = round(float(scores[2].max() + others.min()) / 2, 4)
+    meta = read_onnx_metadata(str(model / "image.onnx"))
+    write_onnx_metadata(model / "image.onnx", {**meta, "reid.vrstc_tau": str(tau)})
+    emb = Embedder(Settings(model=model, data_dir=tmp_path / "d2", intra_op_threads=1))
+    try:
+        assert emb.vrstc is not None and emb.vrstc.tau == tau
+        vrstc_vec = emb.embed_tracklet(frames)
+    finally:
+        emb.close()
+    mean_settings = Settings(model=model, data_dir=tmp_path / "d3", intra_op_threads=1, tracklet_pooling="mean")
+    off = Embedder(mean_settings)
+    try:
+        assert off.vrstc is None  # REID_TRACKLET_POOLING=mean turns it off
+    finally:
+        off.close()
+    assert abs(float(np.linalg.norm(vrstc_vec)) - 1) < 1e-5
+    assert not np.allclose(vrstc_vec, mean_vec, atol=1e-4)  # regions were rebuilt before pooling
+
+
+def test_shipped_model_repairs_a_real_occluded_tracklet(tmp_path: Path):
+    """The shipped default with its calibrated τ, on real crops: two of six frames of a person get
+    their lower half covered; VRSTC pooling lands closer to the clean tracklet than mean pooling."""
+    from conftest import shared_path
+
+    from models.preprocess import read_image
+    from service.embedder import Embedder
+    from service.settings import Settings
+
+    val = shared_path("data", "cuhk03", "val")
+    paths = sorted(val.glob("0003_*.jpg"))[:6]
+    clean = [read_image(str(p)) for p in paths]
+    occluded = [f.copy() for f in clean]
+    for f in occluded[1::3]:
+        f[f.shape[0] // 2:] = 128
+    emb = Embedder(Settings(model=REPO / "models" / "default", data_dir=tmp_path / "d", intra_op_threads=1))
+    try:
+        assert emb.vrstc is not None, "the shipped model should carry regions and a calibrated reid.vrstc_tau"
+        target = emb.embed_tracklet(clean)
+        repaired = emb.embed_tracklet(occluded)
+        plain = emb.embed(occluded).mean(axis=0)
+    finally:
+        emb.close()
+    plain /= np.linalg.norm(plain)
+    assert float(repaired @ target) > float(plain @ target)
+
+
+def test_eval_cli_vrstc_pooling_and_calibration(exported: Path, tmp_path: Path):
+    import shutil
+
+    import cv2
+
+    model = tmp_path / "m"
+    shutil.copytree(exported, model)
+    root = tmp_path / "set"
+    for part in ("bounding_box_train", "query", "bounding_box_test"):
+        (root / part).mkdir(parents=True)
+    for pid in range(1, 5):
+        for cam in (1, 2):
+            for k, crop in enumerate(_person_crops(3, pid * 10 + cam)):
+                part = "bounding_box_train" if pid <= 2 else ("query" if cam == 1 else "bounding_box_test")
+                cv2.imwrite(str(root / part / f"{pid:04d}_c{cam}s1_{k:06d}_00.jpg"), crop)
+    env = {"PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1"}
+
+    def reid(*args):
+        import os
+
+        return subprocess.run([sys.executable, "-m", "reid.cli", *args], capture_output=True, text=True,
+                              cwd=REPO, env={**os.environ, **env}, timeout=300)
+
+    r = reid("eval", "--model", str(model), "--data", str(root), "--format", "market1501", "--mode", "v2v",
+             "--tracklet-pooling", "vrstc")
+    assert r.returncode == 2 and "vrstc-calibrate" in r.stderr  # not calibrated yet: a clear error
+    r = reid("vrstc-calibrate", str(model), "--data", str(root), "--format", "market1501")
+    assert r.returncode == 0, r.stderr
+    meta = read_onnx_metadata(str(model / "image.onnx"))
+    assert -1 < float(meta["reid.vrstc_tau"]) < 1
+    assert "4 clean market1501 train tracklets" in meta["reid.vrstc_calibration"]  # 2 ids × 2 cameras
+    r = reid("eval", "--model", str(model), "--data", str(root), "--format", "market1501", "--mode", "v2v",
+             "--tracklet-pooling", "vrstc")
+    assert r.returncode == 0, r.stderr
+    assert '"tracklet_pooling": "vrstc"' in r.stdout
+    r = reid("eval", "--model", str(model), "--data", str(root), "--format", "market1501",
+             "--tracklet-pooling", "max")
+    assert r.returncode == 2 and "mean or vrstc" in r.stderr
