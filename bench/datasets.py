@@ -12,7 +12,10 @@ What it writes:
   ``lightas/ICCV19_Pose_Guided_Occluded_Person_ReID``'s ``dataset.zip``;
 * ``mot17_gt/`` — person crops cut from ``../shared``'s MOT17-mini ground-truth boxes (visible,
   pedestrian class), as a generic ``<pid>/<cam>_<frame>.jpg`` folder: each track's first frame is
-  "camera 0", its later frames "camera 1", so a query must find the same person a few frames on.
+  "camera 0", its later frames "camera 1", so a query must find the same person a few frames on;
+* ``mot17_halves/`` — the same boxes at *any* visibility (people really partly hidden), each
+  track's first half of frames as "camera 0", second half as "camera 1": tracklet-to-tracklet
+  search with real occlusions (bench/occlusion.py).
 """
 
 from __future__ import annotations
@@ -78,17 +81,15 @@ def unpack_partial(gitdir: Path) -> None:
     print(f"{dest}")
 
 
-def mot17_crops(min_visibility: float = 0.5, min_height: int = 64) -> None:
+def _mot17_boxes(min_visibility: float, min_height: int):
+    """(sequence number, sequence dir, frame, track id, visibility, crop) of MOT17-mini GT pedestrians."""
     import cv2
 
     src = SHARED / "data" / "footage" / "mot17_mini" / "train"
     if not src.is_dir():
-        print(f"skip mot17_gt: {src} missing", file=sys.stderr)
+        print(f"skip MOT17 crops: {src} missing", file=sys.stderr)
         return
-    dest = DATASETS / "mot17_gt"
-    n = 0
     for seq_no, seq in enumerate(sorted(p for p in src.iterdir() if p.is_dir())):
-        first: dict[int, int] = {}
         rows = [line.split(",") for line in (seq / "gt" / "gt.txt").read_text().split()]
         for frame, tid, x, y, w, h, consider, cls, vis in sorted(rows, key=lambda r: int(r[0])):
             frame, tid, cls, vis = int(frame), int(tid), int(cls), float(vis)
@@ -97,15 +98,41 @@ def mot17_crops(min_visibility: float = 0.5, min_height: int = 64) -> None:
                 continue
             img = cv2.imread(str(seq / "img1" / f"{frame:06d}.jpg"))
             crop = img[max(y, 0):y + h, max(x, 0):x + w]
-            if crop.size == 0:
-                continue
-            cam = 0 if first.setdefault(tid, frame) == frame else 1
-            pid = (seq_no + 1) * 1000 + tid
-            out = dest / str(pid) / f"{cam}_{frame:06d}.jpg"
+            if crop.size:
+                yield seq_no, frame, tid, vis, crop
+
+
+def mot17_crops() -> None:
+    import cv2
+
+    dest, n, first = DATASETS / "mot17_gt", 0, {}
+    for seq_no, frame, tid, _vis, crop in _mot17_boxes(0.5, 64):
+        pid = (seq_no + 1) * 1000 + tid
+        cam = 0 if first.setdefault(pid, frame) == frame else 1
+        out = dest / str(pid) / f"{cam}_{frame:06d}.jpg"
+        out.parent.mkdir(parents=True, exist_ok=True)
+        cv2.imwrite(str(out), crop)
+        n += 1
+    print(f"{dest}: {n} crops")
+
+
+def mot17_halves() -> None:
+    import cv2
+
+    tracks: dict[int, list] = {}
+    for seq_no, frame, tid, vis, crop in _mot17_boxes(0.0, 64):
+        tracks.setdefault((seq_no + 1) * 1000 + tid, []).append((frame, vis, crop))
+    dest, n, low = DATASETS / "mot17_halves", 0, 0
+    for pid, boxes in tracks.items():
+        if len(boxes) < 4:
+            continue
+        half = len(boxes) // 2
+        for i, (frame, vis, crop) in enumerate(boxes):
+            out = dest / str(pid) / f"{0 if i < half else 1}_{frame:06d}_v{round(vis * 100):03d}.jpg"
             out.parent.mkdir(parents=True, exist_ok=True)
             cv2.imwrite(str(out), crop)
-            n += 1
-    print(f"{dest}: {n} crops")
+            n, low = n + 1, low + (vis < 0.5)
+    print(f"{dest}: {n} crops of {len({p for p in tracks if len(tracks[p]) >= 4})} tracks, {low} with visibility < 0.5")
 
 
 def main() -> None:
@@ -118,6 +145,7 @@ def main() -> None:
         unpack_market_duke(git_dir(ISP[0], args.isp_git, Path(scratch)))
         unpack_partial(git_dir(OCCLUDED[0], args.occluded_git, Path(scratch)))
     mot17_crops()
+    mot17_halves()
 
 
 if __name__ == "__main__":

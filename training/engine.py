@@ -46,6 +46,9 @@ class Trainer:
         self.device = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
+        # flush denormals to zero: as weights shrink during training, denormal activations made CPU
+        # epochs 2× slower here (no effect on a GPU, no measurable effect on accuracy)
+        torch.set_flush_denormal(True)
         seed_everything(cfg.seed)
         data = cfg.data
         sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
