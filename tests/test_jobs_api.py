@@ -177,3 +177,16 @@ def test_cancel_and_crash_recovery(tmp_path: Path) -> None:
         assert {it["source"]["footage_id"] for it in items} == {job["result"]["footage_id"]}
     finally:
         srv.stop()
+    # the same footage through a server that was never killed: the same tracklets, no more, no less
+    clean = Server(tmp_path / "clean", REID_DETECT_STRIDE="1").start()
+    try:
+        ref = wait_job(clean.url, upload(clean.url, clip).json()["job_id"])
+        assert ref["state"] == "done" and ref["attempts"] == 1
+        ref_items = httpx.get(clean.url + "/gallery", params={"limit": 500}, timeout=10).json()["items"]
+    finally:
+        clean.stop()
+
+    def spans(listing):
+        return sorted((it["source"]["frame_start"], it["source"]["frame_end"], it["n_frames"]) for it in listing)
+
+    assert spans(items) == spans(ref_items)

@@ -159,8 +159,9 @@ def register(app: typer.Typer) -> None:
 
     @app.command()
     def quantize(model: Path = typer.Argument(..., help="exported FP32 model directory (image.onnx)"),
-                 images: Path = typer.Option(..., "--images", help="folder of training crops for calibration "
-                                             "(never the evaluation split)"),
+                 images: list[Path] = typer.Option(..., "--images", help="folder of training crops for "
+                                                   "calibration (never the evaluation split); repeat to mix "
+                                                   "several datasets"),
                  out: Path = typer.Option(..., "--out", help="output model directory"),
                  target_cosine: float = typer.Option(0.995, help="required mean cosine INT8 vs FP32 on "
                                                      "held-out crops"),
@@ -169,7 +170,8 @@ def register(app: typer.Typer) -> None:
         from models.quantize import QuantizeError, image_files, quantize_model
 
         try:
-            report = quantize_model(model, out, image_files(images), target_cosine=target_cosine,
+            files = [f for folder in images for f in image_files(folder)]
+            report = quantize_model(model, out, files, target_cosine=target_cosine,
                                     n_calibration=calibration)
         except QuantizeError as exc:
             typer.echo(f"error: {exc}", err=True)
