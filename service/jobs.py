@@ -471,8 +471,7 @@ def check_footage(path: Path, settings: Any, name: str | None = None) -> None:
         Footage(path, max_pixels=settings.footage_max_pixels)
     except FootageError as e:
         msg = e.message.replace(Path(path).name, name or Path(path).name)
-        status = 413 if "pixels" in msg else 415 if ("codec" in msg or "decodable" in msg) else 400
-        raise BadInput(msg, status) from e
+        raise BadInput(msg, {"too_large": 413, "unsupported": 415}.get(e.kind, 400)) from e
 
 
 def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:

@@ -25,11 +25,14 @@ FRAME_EXTS = {".jpg", ".jpeg", ".png", ".bmp", ".webp", ".tif", ".tiff"}
 
 
 class FootageError(ValueError):
-    """The footage cannot be used; ``message`` says why in words for the uploader."""
+    """The footage cannot be used; ``message`` says why in words for the uploader, ``kind`` what
+    sort of problem it is (``invalid``, ``unsupported`` format or codec, ``too_large`` frames) so
+    callers map it (e.g. to an HTTP status) without reading the words."""
 
-    def __init__(self, message: str) -> None:
+    def __init__(self, message: str, kind: str = "invalid") -> None:
         super().__init__(message)
         self.message = message
+        self.kind = kind
 
 
 @dataclass
@@ -134,23 +137,23 @@ class Footage:
             cap.release()
             raise FootageError(
                 f"{self.path.name}: not a readable video (unknown container or codec, or a damaged file); "
-                "supported: MP4/AVI/MKV/MOV with H.264/H.265/MPEG-4/MJPEG, raw .264 streams, frame folders or zips"
-            )
+                "supported: MP4/AVI/MKV/MOV with H.264/H.265/MPEG-4/MJPEG, raw .264 streams, frame folders or zips",
+                "unsupported")
         return cap
 
     def _check_size(self, w: int, h: int) -> None:
         if w * h > self.max_pixels:
             raise FootageError(
                 f"{self.path.name}: frames are {w}×{h} pixels, more than the limit of {self.max_pixels} "
-                "(REID_FOOTAGE_MAX_PIXELS); downscale the footage first"
-            )
+                "(REID_FOOTAGE_MAX_PIXELS); downscale the footage first", "too_large")
         if w < 16 or h < 16:
             raise FootageError(f"{self.path.name}: frames are too small ({w}×{h})")
 
     def _probe(self) -> FootageInfo:
         first = next(self._iter_raw(limit=1), None)
         if first is None:
-            raise FootageError(f"{self.path.name}: no decodable frames (corrupt, truncated or unsupported codec)")
+            raise FootageError(f"{self.path.name}: no decodable frames (corrupt, truncated or unsupported codec)",
+                               "unsupported")
         h, w = first.shape[:2]
         n: int | None
         if self.kind == "video":
