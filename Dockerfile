@@ -36,7 +36,7 @@ RUN pip install "$(ls /pkg/*.whl)[redis]" \
  && pip install "onnxruntime-gpu>=1.19" "faiss-gpu-cu12>=1.8" \
  && rm -rf /pkg
 # The shipped model, where REID_MODEL's default (models/default, relative to WORKDIR) finds it, and
-# its FP32 original (INT8 is a CPU optimisation; REID_MODEL=models/default-fp32 + `reid reindex` on a GPU).
+# models/default-fp32, the input for `reid quantize` (v2.0 ships in FP32, so the two are the same file).
 COPY models/default /app/models/default
 COPY models/default-fp32 /app/models/default-fp32
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin reid \

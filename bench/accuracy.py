@@ -75,12 +75,9 @@ class ModelRow:
 
 
 MODELS = {
-    "v2-int8": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, INT8 (shipped default)", "models/default", "",
-                        "reid quantize models/default-fp32 --images …/cuhk03/train --out models/default",
-                        ("cuhk03", "market", "duke")),
-    "v2-fp32": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, FP32", "models/default-fp32",
-                        "models/default-fp32/training_log.csv", "reid train configs/mobilenetv2_ibn_multi.yaml",
-                        ("cuhk03", "market", "duke")),
+    "v2": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, FP32 (shipped default)", "models/default",
+                   "models/default/training_log.csv", "reid train configs/mobilenetv2_ibn_multi.yaml",
+                   ("cuhk03", "market", "duke")),
     "cm2duke": ModelRow("v2.0 recipe without Duke (cross-domain dev run), FP32", "runs/mobilenetv2_ibn_cm2duke/export",
                         "runs/mobilenetv2_ibn_cm2duke/log.csv", "reid train configs/mobilenetv2_ibn_cm2duke.yaml",
                         ("cuhk03", "market")),
@@ -136,10 +133,12 @@ def measure(keys: list[str], sets: list[str], results: dict) -> None:
             for mode in es.modes:
                 args = ["--model", row.path, "--data", str(es.root), "--format", es.format, "--mode", mode, *extra]
                 r = reid_eval(*args)
-                results[f"{key}|{set_key}|{mode}"] = {
-                    "rank1": r["rank1"], "mAP": r["mAP"], "mINP": r["mINP"], "date": time.strftime("%Y-%m-%d"),
-                    "command": " ".join(["reid", "eval", *args])}
+                cell = {"rank1": r["rank1"], "mAP": r["mAP"], "mINP": r["mINP"], "date": time.strftime("%Y-%m-%d"),
+                        "command": " ".join(["reid", "eval", *args])}
                 print(f"{key} {set_key} {mode}: {r['rank1']:.1f} / {r['mAP']:.1f} / {r['mINP']:.1f}", flush=True)
+                # re-read before writing: several runs (other models, other sets) may share the file
+                results.update(json.loads(RESULTS.read_text()) if RESULTS.is_file() else {})
+                results[f"{key}|{set_key}|{mode}"] = cell
                 RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
 
 
@@ -206,6 +205,7 @@ def main() -> None:
         ap.error(f"unknown model or set: {', '.join(unknown)}")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     measure(keys, sets, results)
+    results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else results
     from models.preprocess import read_image
 
     crops = sorted((SHARED / "data" / "cuhk03" / "val").glob("*.jpg"))[:512]

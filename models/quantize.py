@@ -24,7 +24,8 @@ import numpy as np
 
 from models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata, write_onnx_metadata
 
-STAGE_PREFIXES = ((), ("stem",), ("stem", "layer1"), ("stem", "layer1", "layer2"))
+STAGE_PREFIXES = ((), ("stem",), ("stem", "layer1"), ("stem", "layer1", "layer2"),
+                  ("stem", "layer1", "layer2", "layer3"))
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".bmp"}
 
 
@@ -89,8 +90,11 @@ def _quantize_once(pre: Path, out: Path, calib: np.ndarray, keep_fp32: tuple[str
         def get_next(self):
             return next(self.it, None)
 
-    # exported node names carry the module path: /net/backbone/<stage>/...
-    exclude = [n for n in node_names if any(f"/backbone/{s}/" in n for s in keep_fp32)]
+    # exported node names carry the module path: /net/backbone/<stage>/... Everything after the backbone
+    # (pooling, neck, normalisation, region features) stays FP32: it costs nothing and an 8-bit
+    # embedding would cap the agreement with FP32
+    exclude = [n for n in node_names
+               if "/backbone/" not in n or any(f"/backbone/{s}/" in n for s in keep_fp32)]
     quantize_static(str(pre), str(out), Batches(), quant_format=QuantFormat.QDQ, per_channel=True,
                     activation_type=QuantType.QUInt8, weight_type=QuantType.QInt8,
                     calibrate_method=CalibrationMethod.Percentile, nodes_to_exclude=exclude)

@@ -40,10 +40,10 @@ class Settings(BaseSettings):
     max_batch: int = Field(32, ge=1, description="micro-batch: max images per model run")
     max_wait_ms: float = Field(3.0, ge=0, description="micro-batch: max wait to fill a batch")
     video_chunk: int = Field(8, ge=1, description="frames per clip for a video model with dynamic T")
-    tracklet_pooling: Literal["vrstc", "mean"] = Field(
-        "vrstc", description="how an image model pools a tracklet's frames: vrstc repairs occluded body "
-        "regions from the other frames (models/vrstc.py; needs a model with calibrated reid.vrstc_tau, "
-        "else mean); mean averages the frame vectors")
+    tracklet_pooling: Literal["mean", "vrstc"] = Field(
+        "mean", description="how an image model pools a tracklet's frames: mean averages the frame vectors; "
+        "vrstc repairs occluded body regions from the other frames first (models/vrstc.py; needs a model "
+        "with a calibrated reid.vrstc_tau, else mean). Mean is the default: bench/occlusion.md")
 
     # --- index ---------------------------------------------------------------------------------
     index_factory: str = Field(

@@ -298,9 +298,9 @@ def test_partial_readers_on_hand_built_sets(tmp_path: Path):
 def test_bench_marks_in_domain_only_where_a_model_trained_on_those_cameras():
     bench = _load_bench()
     results = {f"{m}|{s}|i2i": {"rank1": 50.0, "mAP": 40.0, "mINP": 30.0, "command": f"reid eval {m} {s}"}
-               for m in ("v2-fp32", "osnet") for s in ("duke", "partial_reid")}
-    lines = bench.render(results, {"v2-fp32": 1000.0})
-    v2 = next(line for line in lines if line.startswith(f"| {bench.MODELS['v2-fp32'].name} |"))
+               for m in ("v2", "osnet") for s in ("duke", "partial_reid")}
+    lines = bench.render(results, {"v2": 1000.0})
+    v2 = next(line for line in lines if line.startswith(f"| {bench.MODELS['v2'].name} |"))
     osnet = next(line for line in lines if line.startswith(f"| {bench.MODELS['osnet'].name} |"))
     assert "50.0 / 40.0 in" in v2 and "50.0 / 40.0 ×" in v2  # Duke in-domain, Partial-REID never seen
     assert " in " not in osnet.split("|", 2)[2]  # the peer saw none of these cameras

@@ -115,7 +115,8 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     shutil.copytree(exported, model)
     frames = _person_crops(5, 1)
     frames[2][48:] = 128  # the lower half of one frame hidden by a grey block
-    uncalibrated = Embedder(Settings(model=model, data_dir=tmp_path / "d1", intra_op_threads=1))
+    uncalibrated = Embedder(Settings(model=model, data_dir=tmp_path / "d1", intra_op_threads=1,
+                                     tracklet_pooling="vrstc"))
     try:
         assert uncalibrated.info.regions == 4 and uncalibrated.vrstc is None  # no τ in the file: mean pooling
         frame_vecs = uncalibrated.embed(frames)
@@ -132,14 +133,13 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     tau = round(float(scores[2].max() + others.min()) / 2, 4)
     meta = read_onnx_metadata(str(model / "image.onnx"))
     write_onnx_metadata(model / "image.onnx", {**meta, "reid.vrstc_tau": str(tau)})
-    emb = Embedder(Settings(model=model, data_dir=tmp_path / "d2", intra_op_threads=1))
+    emb = Embedder(Settings(model=model, data_dir=tmp_path / "d2", intra_op_threads=1, tracklet_pooling="vrstc"))
     try:
         assert emb.vrstc is not None and emb.vrstc.tau == tau
         vrstc_vec = emb.embed_tracklet(frames)
     finally:
         emb.close()
-    mean_settings = Settings(model=model, data_dir=tmp_path / "d3", intra_op_threads=1, tracklet_pooling="mean")
-    off = Embedder(mean_settings)
+    off = Embedder(Settings(model=model, data_dir=tmp_path / "d3", intra_op_threads=1, tracklet_pooling="mean"))
     try:
         assert off.vrstc is None  # REID_TRACKLET_POOLING=mean turns it off
     finally:
@@ -163,7 +163,8 @@ def test_shipped_model_repairs_a_real_occluded_tracklet(tmp_path: Path):
     occluded = [f.copy() for f in clean]
     for f in occluded[1::3]:
         f[f.shape[0] // 2:] = 128
-    emb = Embedder(Settings(model=REPO / "models" / "default", data_dir=tmp_path / "d", intra_op_threads=1))
+    emb = Embedder(Settings(model=REPO / "models" / "default", data_dir=tmp_path / "d", intra_op_threads=1,
+                            tracklet_pooling="vrstc"))
     try:
         assert emb.vrstc is not None, "the shipped model should carry regions and a calibrated reid.vrstc_tau"
         target = emb.embed_tracklet(clean)
