@@ -250,7 +250,10 @@ def test_rank1_matches_direct_eval_and_persists(server: Server, split) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         ready = c.get("/readyz").json()
         assert ready["items"] == ready["index_size"] == len(gallery)
-        assert ready["precision"] == "int8" and ready["model"].endswith("image.onnx")  # the shipped default
+        from models.preprocess import read_onnx_metadata
+
+        shipped = read_onnx_metadata(str(MODEL / "image.onnx")).get("reid.precision", "fp32")
+        assert ready["precision"] == shipped and ready["model"].endswith("image.onnx")  # the shipped default
         assert [top1_ids for _, top1_ids in got[:10]] == [
             [h["id"] for h in query(c, [q], top_k=5).json()["results"]] for q in queries[:10]
         ]
@@ -489,6 +492,11 @@ def test_bad_input_and_api_keys(tmp_path: Path, split) -> None:
         srv.stop()
 
 
+def body_camera_min(spec: dict) -> int:
+    ref = spec["paths"]["/gallery"]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+    return spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]["camera"]["minLength"]
+
+
 def test_errors_share_one_schema_and_integers_are_bounded(tmp_path: Path, split) -> None:
     """Outside fuzzing found 500s on huge integers and error bodies that did not match the
     published schema; every error is now {"detail": str, "errors": list | null} and declared."""
@@ -529,6 +537,11 @@ def test_errors_share_one_schema_and_integers_are_bounded(tmp_path: Path, split)
             jobs_params = {p["name"]: p for p in spec["paths"]["/jobs"]["get"]["parameters"]}
             assert "cancelled" in jobs_params["state"]["schema"]["anyOf"][0]["enum"]
             assert "text/plain" in spec["paths"]["/metrics"]["get"]["responses"]["200"]["content"]
+            for path in ("/gallery", "/query"):  # upload constraints are in the schema, not only in the code
+                ref = spec["paths"][path]["post"]["requestBody"]["content"]["multipart/form-data"]["schema"]["$ref"]
+                body = spec["components"]["schemas"][ref.rsplit("/", 1)[1]]["properties"]
+                assert body["files"]["minItems"] == 1, body["files"]
+            assert body_camera_min(spec) == 1
             # 405 and OPTIONS name every method of the path, DELETE included
             for path in ("/gallery/1", "/jobs/abc"):
                 r = c.put(path)

@@ -148,32 +148,26 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     assert not np.allclose(vrstc_vec, mean_vec, atol=1e-4)  # regions were rebuilt before pooling
 
 
-def test_shipped_model_repairs_a_real_occluded_tracklet(tmp_path: Path):
-    """The shipped default with its calibrated τ, on real crops: two of six frames of a person get
-    their lower half covered; VRSTC pooling lands closer to the clean tracklet than mean pooling."""
+def test_shipped_model_scores_covered_regions_lower():
+    """The shipped default with its calibrated τ, on real crops: covering the lower half of two of
+    six frames lowers exactly those frames' lower-region scores. (Whether repairing them helps is
+    bench/occlusion.md's question: on this model it mostly does not, so VRSTC is opt-in.)"""
     from conftest import shared_path
 
     from models.preprocess import read_image
-    from service.embedder import Embedder
-    from service.settings import Settings
+    from training.evaluate import OnnxEmbedder
 
-    val = shared_path("data", "cuhk03", "val")
-    paths = sorted(val.glob("0003_*.jpg"))[:6]
+    paths = sorted(shared_path("data", "cuhk03", "val").glob("0003_*.jpg"))[:6]
     clean = [read_image(str(p)) for p in paths]
     occluded = [f.copy() for f in clean]
     for f in occluded[1::3]:
         f[f.shape[0] // 2:] = 128
-    emb = Embedder(Settings(model=REPO / "models" / "default", data_dir=tmp_path / "d", intra_op_threads=1,
-                            tracklet_pooling="vrstc"))
-    try:
-        assert emb.vrstc is not None, "the shipped model should carry regions and a calibrated reid.vrstc_tau"
-        target = emb.embed_tracklet(clean)
-        repaired = emb.embed_tracklet(occluded)
-        plain = emb.embed(occluded).mean(axis=0)
-    finally:
-        emb.close()
-    plain /= np.linalg.norm(plain)
-    assert float(repaired @ target) > float(plain @ target)
+    model = OnnxEmbedder(REPO / "models" / "default")
+    assert model.has_regions and model.vrstc_tau is not None
+    before = region_scores(model.embed_with_regions(clean)[1])
+    after = region_scores(model.embed_with_regions(occluded)[1])
+    for t in (1, 4):
+        assert (after[t, 2:] < before[t, 2:] - 0.05).all(), (t, before[t], after[t])
 
 
 def test_eval_cli_vrstc_pooling_and_calibration(exported: Path, tmp_path: Path):

@@ -94,7 +94,8 @@ async def _hand_to_footage(
 )
 async def add_to_gallery(
     request: Request,
-    files: Annotated[list[UploadFile], File(description="images, a zip of images, or one video")],
+    files: Annotated[list[UploadFile], File(min_length=1, description="images, a zip of images, or one video "
+                                            "(each non-empty: a zero-byte file gets 400)")],
     camera: Annotated[str, Form(min_length=1, max_length=128, pattern=r"\S", description="camera name")],
     timestamp: Annotated[str | None, Form(description="ISO 8601 capture time")] = None,
     meta: Annotated[str | None, Form(description="JSON object stored with each item")] = None,

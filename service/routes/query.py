@@ -21,7 +21,8 @@ router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], response
 async def query(
     request: Request,
     files: Annotated[
-        list[UploadFile], File(description="one image, several frames of one person, or a clip")
+        list[UploadFile], File(min_length=1, description="one image, several frames of one person, or a clip "
+                               "(each non-empty: a zero-byte file gets 400)")
     ],
     top_k: Annotated[int, Form(ge=1, le=1000)] = 10,
     cameras: Annotated[
