@@ -103,6 +103,7 @@ def register(app: typer.Typer) -> None:
             host=settings.host,
             port=settings.port,
             log_config=None,
+            timeout_keep_alive=int(settings.keep_alive_s),
             timeout_graceful_shutdown=10,
         )
 

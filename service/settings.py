@@ -71,6 +71,9 @@ class Settings(BaseSettings):
     # --- API -----------------------------------------------------------------------------------
     host: str = "127.0.0.1"
     port: int = 8000
+    keep_alive_s: float = Field(75.0, gt=0, description="HTTP keep-alive: longer than clients' own idle "
+                                "timeouts (httpx, browsers: ≤ 5–60 s), so a client never reuses a "
+                                "connection the server is closing")
     api_keys: str = Field("", description="comma-separated API keys; empty = no auth")
     api_key: str = Field("", description="a single API key (merged with api_keys)")
     metrics_public: bool = Field(False, description="serve /metrics without an API key")
