@@ -158,6 +158,7 @@ class Embedder:
         self.session = _session(image_path, settings, providers)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
+        self._first_output = self.session.get_outputs()[0].name
         spec = self._spec(meta, inp.shape, settings)
         self.video_session: ort.InferenceSession | None = None
         clip_len = None
@@ -251,12 +252,16 @@ class Embedder:
     def _run_batch(self, batch: list[_Request]) -> None:
         try:
             x = np.concatenate([r.x for r in batch]) if len(batch) > 1 else batch[0].x
+            # region features only when a request in this batch asked for them (tracklet pooling):
+            # naming the outputs lets ORT skip the region branch for plain queries
+            want = bool(self.info.regions) and any(r.regions is not None for r in batch)
+            outputs = None if want else [self._first_output]
             outs, region_outs = [], []
             for i in range(0, len(x), self.settings.max_batch):
                 chunk = x[i : i + self.settings.max_batch]
-                result = self.session.run(None, {self.input_name: chunk})
+                result = self.session.run(outputs, {self.input_name: chunk})
                 outs.append(result[0])
-                if self.info.regions:
+                if want:
                     region_outs.append(result[1])
                 if self.on_batch is not None:
                     self.on_batch(len(chunk))

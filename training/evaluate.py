@@ -105,21 +105,25 @@ class OnnxEmbedder:
         self.name = str(path)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return self.embed_with_regions(images)[0]
+        return self._run(images, regions=False)[0]
 
     def embed_with_regions(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
         """(normalised embeddings [N, D], region features [N, R, D] or None)."""
-        out, regions = [], []
+        return self._run(images, regions=self.has_regions)
+
+    def _run(self, images: Sequence[np.ndarray], regions: bool) -> tuple[np.ndarray, np.ndarray | None]:
+        outputs = None if regions else [self._img.get_outputs()[0].name]  # ORT skips unasked outputs
+        out, region_rows = [], []
         for i in range(0, len(images), self.batch_size):
             batch = preprocess(list(images[i:i + self.batch_size]), self.spec)
-            result = self._img.run(None, {self._img_in: batch})
+            result = self._img.run(outputs, {self._img_in: batch})
             out.append(np.asarray(result[0], np.float32))
-            if self.has_regions:
-                regions.append(np.asarray(result[1], np.float32))
+            if regions:
+                region_rows.append(np.asarray(result[1], np.float32))
         if not out:
             return np.zeros((0, 0), np.float32), None
         return (l2_normalize(np.concatenate(out).reshape(len(images), -1)),
-                np.concatenate(regions) if regions else None)
+                np.concatenate(region_rows) if region_rows else None)
 
     def embed_clips(self, clips: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """One embedding per tracklet: video.onnx on each 32-frame chunk, chunk outputs averaged
