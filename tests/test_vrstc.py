@@ -196,6 +196,10 @@ def test_eval_cli_vrstc_pooling_and_calibration(exported: Path, tmp_path: Path):
     r = reid("eval", "--model", str(model), "--data", str(root), "--format", "market1501", "--mode", "v2v",
              "--tracklet-pooling", "vrstc")
     assert r.returncode == 2 and "vrstc-calibrate" in r.stderr  # not calibrated yet: a clear error
+    r = reid("vrstc-calibrate", str(model), "--data", str(root), "--format", "market1501", "--false-alarm", "0.7")
+    assert r.returncode == 2 and "between 0 and 0.5" in r.stderr
+    r = reid("vrstc-calibrate", str(model), "--data", str(tmp_path / "nowhere"), "--format", "market1501")
+    assert r.returncode == 2 and "does not exist" in r.stderr and "Traceback" not in r.stderr
     r = reid("vrstc-calibrate", str(model), "--data", str(root), "--format", "market1501")
     assert r.returncode == 0, r.stderr
     meta = read_onnx_metadata(str(model / "image.onnx"))
