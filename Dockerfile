@@ -8,6 +8,8 @@ ARG CUDA_IMAGE=nvidia/cuda:12.4.1-cudnn-runtime-ubuntu22.04
 
 # ---------- build: our wheel, plus wheels of every base dependency for the CPU image ----------
 FROM python:${PYTHON_VERSION}-slim AS build
+# optional extras baked into the image: redis (the compose queue); add milvus for REID_INDEX_BACKEND=milvus
+ARG EXTRAS=redis
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md* ./
@@ -16,7 +18,7 @@ COPY service ./service
 COPY models ./models
 COPY training ./training
 RUN pip wheel --no-deps --wheel-dir /pkg . \
- && pip wheel --wheel-dir /wheels "$(ls /pkg/*.whl)[redis]"
+ && pip wheel --wheel-dir /wheels "$(ls /pkg/*.whl)[${EXTRAS}]"
 
 # ---------- GPU target ----------
 FROM ${CUDA_IMAGE} AS gpu
@@ -31,7 +33,8 @@ ENV PATH=/opt/venv/bin:$PATH
 COPY --from=build /pkg /pkg
 # The base install pulls onnxruntime + faiss-cpu; swap them for the CUDA builds (same import names).
 # onnxruntime-gpu >= 1.19 is built for CUDA 12 / cuDNN 9, which the CUDA_IMAGE above provides.
-RUN pip install "$(ls /pkg/*.whl)[redis]" \
+ARG EXTRAS=redis
+RUN pip install "$(ls /pkg/*.whl)[${EXTRAS}]" \
  && pip uninstall -y onnxruntime faiss-cpu \
  && pip install "onnxruntime-gpu>=1.19" "faiss-gpu-cu12>=1.8" \
  && rm -rf /pkg
@@ -39,6 +42,9 @@ RUN pip install "$(ls /pkg/*.whl)[redis]" \
 # models/default-fp32, the input for `reid quantize` (v2.0 ships in FP32, so the two are the same file).
 COPY models/default /app/models/default
 COPY models/default-fp32 /app/models/default-fp32
+# The default person detector (pinned YOLOX-nano, Apache-2.0) is fetched at build time, never at run time.
+ENV REID_CACHE=/app/cache
+RUN reid fetch-detector
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin reid \
  && mkdir -p /data && chown reid /data
 USER reid
@@ -55,8 +61,11 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1 PYTHONUNBUFFERED=1 PYTHON
     REID_DATA_DIR=/data REID_HOST=0.0.0.0 REID_PORT=8000
 COPY --from=build /pkg /pkg
 COPY --from=build /wheels /wheels
-RUN pip install --no-index --find-links /wheels "$(ls /pkg/*.whl)[redis]" && rm -rf /pkg /wheels
+ARG EXTRAS=redis
+RUN pip install --no-index --find-links /wheels "$(ls /pkg/*.whl)[${EXTRAS}]" && rm -rf /pkg /wheels
 COPY models/default /app/models/default
+ENV REID_CACHE=/app/cache
+RUN reid fetch-detector
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin reid \
  && mkdir -p /data && chown reid /data
 USER reid

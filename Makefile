@@ -11,10 +11,12 @@ $(BIN)/python:
 
 $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
+	@# the default person detector (pinned YOLOX-nano, Apache-2.0); offline, footage falls back to HOG
+	$(BIN)/reid fetch-detector || echo "warning: YOLOX-nano not installed; footage will use the HOG detector"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
-	$(BIN)/pip install -q -e '.[train,dev,redis]'
+	$(BIN)/pip install -q -e '.[train,dev,redis,milvus]'
 	touch $@ $(VENV)/.serve-installed
 
 ## Create the environment, install the serving dependencies (no torch) and start the service

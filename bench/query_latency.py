@@ -100,7 +100,8 @@ def measure(
 
 
 def compare(
-    n: int, chunks, q: np.ndarray, threads: int, search_threads: int, hnsw_max_n: int, label: str = ""
+    n: int, chunks, q: np.ndarray, threads: int, search_threads: int, hnsw_max_n: int, label: str = "",
+    milvus: bool = False,
 ) -> list[dict]:
     """Flat vs IVF-Flat (nprobe sweep) vs HNSW32 (full dimension; only up to ``hnsw_max_n``) vs
     PCA128 + HNSW32 with an exact re-rank of the candidates (``PCA128,HNSW32,RFlat``)."""
@@ -146,14 +147,56 @@ def compare(
             ps.set_index_parameters(index, params)
             rows.append(measure(f"{label}{name} {params}", base, ids_e, index, q, n, f"{secs:.0f} s", search_threads))
         del index
+    if milvus:
+        rows += milvus_rows(n, chunks, q, ids_e, base, label)
     return rows
 
 
-def search_only(sizes: list[int], nq: int, threads: int, search_threads: int, hnsw_max_n: int, done=None) -> list[dict]:
+def milvus_rows(n: int, chunks, q: np.ndarray, ids_e: np.ndarray, base: float, label: str) -> list[dict]:
+    """The service's Milvus backend (service/index_milvus.py) on embedded Milvus Lite: FLAT, plus
+    IVF_FLAT (nprobe sweep) and, up to 100k, HNSW (ef sweep), each filled through the same client."""
+    from service.index_milvus import MilvusIndex
+    from service.store import IndexRows
+
+    nlist = nlist_for(n)
+    kinds: list[tuple[str, dict, tuple]] = [("FLAT", {}, ({},)),
+                                            ("IVF_FLAT", {"nlist": nlist}, ({"nprobe": 8}, {"nprobe": 32}))]
+    if n <= 100_000:
+        kinds.append(("HNSW", {}, ({"ef_search": 64}, {"ef_search": 128}, {"ef_search": 256})))
+    rows = []
+    for kind, build_kw, grid in kinds:
+        with tempfile.TemporaryDirectory(prefix="milvus-bench-") as tmp:
+            idx = MilvusIndex(DIM, str(Path(tmp) / "milvus.db"), "bench", kind, **build_kw)
+            t0 = time.perf_counter()
+            idx._create()
+            for start, x in chunks():  # the service's own write path: upserts of IndexRows, 2,000 at a time
+                for i in range(0, len(x), 2000):
+                    m = len(x[i:i + 2000])
+                    idx._upsert(idx.state, IndexRows(np.arange(start + i, start + i + m), x[i:i + 2000],
+                                                     ["c"] * m, ["image"] * m, [None] * m, [None] * m))
+            idx.client.flush("bench")
+            idx.client.load_collection("bench")
+            idx.search(q[:1], 10)  # the first search builds what is left of the index
+            secs = time.perf_counter() - t0
+            for params in grid:
+                for key, value in params.items():
+                    setattr(idx, key, value)
+                name = f"{label}Milvus Lite {kind}" + "".join(f" {k}={v}" for k, v in params.items())
+                lat, found = time_single(idx, q)
+                row = dict(n=n, index=name, p50=pct(lat, 50), p99=pct(lat, 99), recall=recall_at(ids_e, found),
+                           speedup=base / pct(lat, 50), build=f"{secs:.0f} s")
+                print(row, flush=True)
+                rows.append(row)
+            idx.close()
+    return rows
+
+
+def search_only(sizes: list[int], nq: int, threads: int, search_threads: int, hnsw_max_n: int, done=None,
+                milvus: bool = False) -> list[dict]:
     rows = []
     for n in sizes:
         syn = Synth(n)
-        rows += compare(n, syn.chunks, syn.queries(nq), threads, search_threads, hnsw_max_n)
+        rows += compare(n, syn.chunks, syn.queries(nq), threads, search_threads, hnsw_max_n, milvus=milvus)
         if done:
             done(rows)
     return rows
@@ -273,6 +316,7 @@ def main() -> None:
     ap.add_argument("--out", default=str(REPO / "bench" / "query_latency.md"))
     ap.add_argument("--no-real", action="store_true", help="skip the rows measured on real CUHK03 embeddings")
     ap.add_argument("--hnsw-max", type=int, default=100000, help="largest gallery for full-dimension HNSW32")
+    ap.add_argument("--milvus", action="store_true", help="also the Milvus backend (Milvus Lite; milvus extra)")
     args = ap.parse_args()
     sizes = [int(s) for s in args.sizes.split(",") if s]
     e2e_sizes = [int(s) for s in args.e2e_sizes.split(",") if s]
@@ -294,11 +338,12 @@ def main() -> None:
         args.search_threads,
         args.hnsw_max,
         done=lambda _: write("partial: running"),
+        milvus=args.milvus,
     )
     write("partial: end-to-end running")
     e2e += end_to_end(e2e_sizes, min(args.queries, 100), args.threads)
     write("partial: 1M running")
-    so += search_only(big, args.queries, args.threads, args.search_threads, args.hnsw_max)
+    so += search_only(big, args.queries, args.threads, args.search_threads, args.hnsw_max, milvus=args.milvus)
     write("complete")
 
 
@@ -308,7 +353,7 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         "",
         f"Hardware: {hardware()}.",
         f"One run of `python bench/query_latency.py --sizes {args.sizes} --e2e-sizes {args.e2e_sizes}"
-        f"{' --no-real' if args.no_real else ''}`; "
+        f"{' --no-real' if args.no_real else ''}{' --milvus' if args.milvus else ''}`; "
         f"{args.threads} threads to build, {args.search_threads} FAISS thread(s) per query (the service "
         "default); one query at a time (batch 1), top-10." + ("" if status == "complete" else f" ({status})"),
         "",

@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 
 from service.embedder import Embedder
 from service.errors import install_error_handlers
+from service.footage.detect import describe_detector
 from service.gallery import Gallery, ModelMismatch
 from service.logging import RequestIdMiddleware
 from service.metrics import Metrics
@@ -93,6 +94,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedder.close()
             raise
         app.state.embedder, app.state.gallery = embedder, gallery
+        log.info("footage detector: %s", describe_detector(settings.detector))
         for hook in app.state.on_ready:  # e.g. the Redis result consumer (service/queue_redis.py)
             hook(app)
         app.state.ready = True

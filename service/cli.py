@@ -291,3 +291,22 @@ def register(app: typer.Typer) -> None:
         except (QueueUnavailable, ModelError) as e:
             typer.echo(f"error: {e}", err=True)
             raise typer.Exit(2) from e
+
+    @app.command("fetch-detector")
+    def fetch_detector_cmd(
+        source: Path = typer.Option(None, "--from", help="install this copy of the pinned file instead of "
+                                    "downloading it (machines without GitHub access)"),
+        dest: Path = typer.Option(None, "--dest", help="directory (default ~/.cache/reid/detectors, "
+                                  "REID_CACHE)"),
+        force: bool = typer.Option(False, "--force", help="install again even if present"),
+    ) -> None:
+        """Install the default person detector, YOLOX-nano (Apache-2.0, pinned by commit and SHA-256).
+        Without it, REID_DETECTOR=auto falls back to HOG (docs/footage.md)."""
+        from service.footage.detector_weights import DetectorWeightsError, fetch_detector
+
+        try:
+            path = fetch_detector(dest, source=source, force=force)
+        except DetectorWeightsError as e:
+            typer.echo(f"error: {e}", err=True)
+            raise typer.Exit(1) from e
+        typer.echo(str(path))

@@ -32,6 +32,7 @@ import numpy as np
 
 from service.embedder import Embedder, ModelInfo
 from service.index import VectorIndex
+from service.index_milvus import MilvusIndex
 from service.store import Filters, ItemRecord, Store
 
 log = logging.getLogger(__name__)
@@ -132,16 +133,8 @@ class Gallery:
     def _open(self, settings: Any, background: bool) -> None:
         self.store = Store(self.data_dir / DB_NAME, settings.sqlite_synchronous)
         self._check_model()
-        self.index = VectorIndex(
-            self.info.dim,
-            settings.index_factory,
-            settings.index_min_train,
-            settings.nprobe,
-            settings.ef_search,
-            settings.refine_factor,
-        )
-        self.index.search_threads = settings.faiss_threads
         self.index_dir = self.data_dir / "index"
+        self.index = make_index(settings, self.info.dim, self.index_dir)
         t0 = time.perf_counter()
         if not self.index.load(self.index_dir, self.info.model_id, self.store):
             self.index.build(self.store)
@@ -362,6 +355,9 @@ class Gallery:
         return [Hit(recs[i], float(s)) for i, s in pairs if i in recs]
 
     def _filtered(self, q: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
+        if self.index.filters_pushdown:  # Milvus evaluates the filters itself
+            scores, ids = self.index.search(q, k, filters=filters)
+            return list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
         subset = self.store.filter_ids(filters)
         if len(subset) == 0:
             return []
@@ -419,8 +415,21 @@ class Gallery:
         try:
             self.save()
         finally:
+            self.index.close()
             self.store.close()
             self._lock.close()
+
+
+def make_index(settings: Any, dim: int, index_dir: Path) -> VectorIndex | MilvusIndex:
+    """The configured vector cache (``REID_INDEX_BACKEND``)."""
+    if settings.index_backend == "milvus":
+        uri = settings.milvus_uri or str(index_dir / "milvus.db")
+        return MilvusIndex(dim, uri, settings.milvus_collection, settings.milvus_index, settings.ef_search,
+                           nprobe=settings.nprobe)
+    index = VectorIndex(dim, settings.index_factory, settings.index_min_train, settings.nprobe,
+                        settings.ef_search, settings.refine_factor)
+    index.search_threads = settings.faiss_threads
+    return index
 
 
 def reindex(

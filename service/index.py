@@ -47,6 +47,8 @@ class _State:
 class VectorIndex:
     """Thread-safe wrapper: one lock around every FAISS call (adds and searches)."""
 
+    filters_pushdown = False  # filters become an id subset from SQLite (IDSelector)
+
     def __init__(
         self, dim: int, factory: str = "Flat", min_train: int = 1000, nprobe: int = 32, ef_search: int = 128,
         refine_factor: int = 8,
@@ -231,6 +233,9 @@ class VectorIndex:
         if isinstance(inner, faiss.IndexIVF):
             return faiss.SearchParametersIVF(sel=sel, nprobe=self.nprobe)
         return faiss.SearchParameters(sel=sel)
+
+    def close(self) -> None:
+        """Nothing to release (the snapshot is written by :meth:`save`)."""
 
     # --- persistence -------------------------------------------------------------------------------
     def save(self, directory: Path, model_id: str) -> None:

@@ -105,6 +105,7 @@ class Ready(BaseModel):
     index: str
     exact: bool
     providers: list[str]
+    detector: str = Field(description="the footage person detector REID_DETECTOR resolves to")
     queue: dict[str, Any] | None = Field(None, description="footage job queue: backend, ok, depth")
 
 

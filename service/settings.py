@@ -46,6 +46,15 @@ class Settings(BaseSettings):
         "with a calibrated reid.vrstc_tau, else mean). Mean is the default: bench/occlusion.md")
 
     # --- index ---------------------------------------------------------------------------------
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="vector cache beside SQLite: faiss (in process) or milvus (Milvus Lite in the "
+        "data dir, or a Milvus server at REID_MILVUS_URI; filters pushed down; needs the milvus extra)")
+    milvus_uri: str = Field("", description="Milvus server, e.g. http://milvus:19530 (empty: embedded Milvus "
+                            "Lite at <data dir>/index/milvus.db)")
+    milvus_collection: str = Field("reid_items", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                                   description="Milvus collection (one per deployment)")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = Field(
+        "FLAT", description="Milvus index type (HNSW uses REID_EF_SEARCH; IVF_FLAT REID_NPROBE)")
     index_factory: str = Field(
         "Flat",
         description='FAISS factory string, e.g. "Flat", "HNSW32", '
@@ -98,14 +107,18 @@ class Settings(BaseSettings):
     )
 
     # --- footage ingestion (docs/footage.md) ----------------------------------------------------
-    detector: str = Field("hog", description="person detector: hog (built in, no weights) or a path to an "
-                          "ONNX detector (NanoDet, YOLOv5 or YOLOv8 export)")
-    detector_format: str = Field("auto", description="auto | nanodet | yolov5 | yolov8 (auto = by output shapes)")
+    detector: str = Field("auto", description="person detector: auto (YOLOX-nano once `reid fetch-detector` "
+                          "installed it, else HOG), hog (built in, no weights) or a path to an ONNX detector "
+                          "(NanoDet, YOLOv5, YOLOv8 or YOLOX export)")
+    detector_format: str = Field("auto", description="auto | nanodet | yolov5 | yolov8 | yolox "
+                                 "(auto = by output shapes)")
     detector_conf: float | None = Field(None, ge=0, description="detection threshold (default: hog 0.3 "
-                                        "SVM margin, ONNX 0.35 score)")
+                                        "SVM margin, YOLOX 0.3, other ONNX 0.35 score)")
     detector_nms: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
     detector_input_width: int = Field(384, ge=0, description="HOG: resize frames to this width (0 = as is); "
                                       "larger finds smaller people, slower")
+    detector_input_size: int = Field(640, ge=0, multiple_of=32, description="YOLOX: long side of the network "
+                                     "input (frames keep their aspect ratio; 0 = the model file's size)")
     detector_threads: int = Field(1, ge=0, description="ONNX detector intra-op threads (0 = ORT default)")
     bg_subtraction: bool = Field(False, description="HOG: skip static frames / background boxes (static cameras)")
     detect_stride: int = Field(2, ge=1, description="detect and track on every Nth frame")

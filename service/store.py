@@ -117,6 +117,32 @@ class Filters:
         return (" WHERE " + " AND ".join(where)) if where else "", args
 
 
+_INDEX_COLS = "id, vector, camera, kind, ts_start, ts_end"
+
+
+@dataclass
+class IndexRows:
+    """A batch of items as a vector index sees them: ids, vectors and the columns filters use."""
+
+    ids: np.ndarray  # int64 [N]
+    vectors: np.ndarray  # float32 [N, dim]
+    cameras: list[str]
+    kinds: list[str]
+    ts_start: list[float | None]
+    ts_end: list[float | None]
+
+    @classmethod
+    def of(cls, rows: list[tuple], dim: int) -> IndexRows:
+        n = len(rows)
+        vecs = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(n, dim) if n else \
+            np.zeros((0, dim), np.float32)
+        return cls(np.fromiter((r[0] for r in rows), np.int64, count=n), vecs, [r[2] for r in rows],
+                   [r[3] for r in rows], [r[4] for r in rows], [r[5] for r in rows])
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
 @dataclass
 class Tx:
     c: sqlite3.Connection
@@ -316,25 +342,38 @@ class Store:
         )
         return np.asarray(got_ids, np.int64), mat
 
-    def iter_vectors(
-        self, dim: int, after_id: int = 0, batch: int = 20000
-    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
-        """All (ids, vectors) with id > after_id, in id order, in batches."""
+    def iter_rows(self, dim: int, after_id: int = 0, batch: int = 20000) -> Iterator[IndexRows]:
+        """All rows with id > after_id, in id order, in batches: vectors plus the filterable columns
+        (what a vector store that filters by itself, such as Milvus, keeps beside each vector)."""
         last = after_id
         conn = self._connect()  # own snapshot-free cursor, safe from any thread
         try:
             while True:
-                rows = conn.execute(
-                    "SELECT id, vector FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-                ).fetchall()
+                rows = conn.execute(f"SELECT {_INDEX_COLS} FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                    (last, batch)).fetchall()
                 if not rows:
                     return
-                ids = np.fromiter((r[0] for r in rows), np.int64, count=len(rows))
-                mat = np.frombuffer(b"".join(r[1] for r in rows), np.float32).reshape(len(rows), dim)
-                yield ids, mat
-                last = int(ids[-1])
+                yield IndexRows.of(rows, dim)
+                last = int(rows[-1][0])
         finally:
             conn.close()
+
+    def rows(self, ids: np.ndarray | list[int], dim: int) -> IndexRows:
+        """The rows of the given ids that still exist (same columns as :meth:`iter_rows`)."""
+        ids = [int(i) for i in ids]
+        got: list[tuple] = []
+        for i in range(0, len(ids), 900):
+            part = ids[i : i + 900]
+            got += self._r.execute(f"SELECT {_INDEX_COLS} FROM items WHERE id IN ({','.join('?' * len(part))}) "
+                                   "ORDER BY id", part).fetchall()
+        return IndexRows.of(got, dim)
+
+    def iter_vectors(
+        self, dim: int, after_id: int = 0, batch: int = 20000
+    ) -> Iterator[tuple[np.ndarray, np.ndarray]]:
+        """All (ids, vectors) with id > after_id, in id order, in batches."""
+        for rows in self.iter_rows(dim, after_id, batch):
+            yield rows.ids, rows.vectors
 
     def deleted_since(self, generation: int) -> list[int]:
         return [r[0] for r in self._r.execute("SELECT id FROM deletions WHERE gen > ?", (generation,))]

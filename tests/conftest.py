@@ -14,6 +14,10 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 
+# REID_DETECTOR=auto means YOLOX-nano when `reid fetch-detector` installed it on this machine, else HOG:
+# the suite pins HOG so that it behaves the same everywhere; the YOLOX tests ask for it (yolox_onnx).
+os.environ.setdefault("REID_DETECTOR", "hog")
+
 
 def shared_path(*parts: str) -> Path:
     """Path inside ../shared, or skip the test when it is not there."""
@@ -26,6 +30,17 @@ def shared_path(*parts: str) -> Path:
 @pytest.fixture
 def cuhk03_val() -> Path:
     return shared_path("data", "cuhk03", "val")
+
+
+@pytest.fixture
+def yolox_onnx() -> Path:
+    """The pinned YOLOX-nano installed by `reid fetch-detector` (skip when it is not installed)."""
+    from service.footage.detector_weights import installed_detector
+
+    path = installed_detector()
+    if path is None:
+        pytest.skip("YOLOX-nano not installed (run `reid fetch-detector`; needs GitHub access)")
+    return path
 
 
 @pytest.fixture

@@ -30,7 +30,7 @@ def test_compose_config_is_valid_and_complete() -> None:
     default = {n for n, s in services.items() if not s.get("profiles")}
     assert default == {"redis", "api", "worker"}, "the gpu worker must stay behind its profile"
     assert services["worker-gpu"]["profiles"] == ["gpu"]
-    assert list(cfg["volumes"]) == ["reid-data"]
+    assert sorted(cfg["volumes"]) == ["milvus-data", "reid-data"]
     for name in ("api", "worker"):
         svc = services[name]
         assert svc["healthcheck"]["test"], name
@@ -53,6 +53,17 @@ def test_gpu_profile_reserves_a_gpu() -> None:
     assert any("gpu" in d["capabilities"] for d in devices)
     assert gpu["build"]["target"] == "gpu"
     assert gpu["command"][:2] == ["reid", "worker"]
+
+
+def test_milvus_profile_is_a_server_with_its_own_volume() -> None:
+    services = _config("--profile", "milvus")["services"]
+    milvus = services["milvus"]
+    assert milvus["profiles"] == ["milvus"] and milvus["healthcheck"]["test"]
+    assert [v for v in milvus["volumes"] if str(v).startswith("milvus-data:")]
+    assert "19530" not in str(milvus.get("ports", "")), "Milvus stays on the compose network"
+    for name in ("api", "worker"):  # the backend is chosen by the shared REID_* environment
+        assert {"REID_INDEX_BACKEND", "REID_MILVUS_URI"} <= set(services[name]["environment"])
+        assert services[name]["build"]["args"]["EXTRAS"] == "redis"
 
 
 def test_dockerfile_is_multistage_nonroot_without_torch() -> None:

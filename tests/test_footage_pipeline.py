@@ -11,7 +11,17 @@ import numpy as np
 import pytest
 
 from service.footage.decode import Footage, FootageError, content_hash, is_footage
-from service.footage.detect import Detections, DetectorConfig, HogDetector, YoloDetector, make_detector, nms
+from service.footage.detect import (
+    Detections,
+    DetectorConfig,
+    HogDetector,
+    YoloDetector,
+    YoloxDetector,
+    describe_detector,
+    make_detector,
+    nms,
+    sniff_format,
+)
 from service.footage.pipeline import FootageJob, PipelineConfig, process_footage
 from service.footage.track import Tracker, TrackerConfig, iou_matrix
 from service.footage.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
@@ -160,7 +170,7 @@ def _const_onnx(path: Path, out: np.ndarray, size: int = 64) -> Path:
 
 def test_yolo_v8_and_v5_outputs_are_decoded(tmp_path: Path) -> None:
     # one person (class 0) at cx=32, cy=32, w=16, h=20 in the 64×64 letterboxed input; one cat (class 15)
-    v8 = np.zeros((1, 84, 100), np.float32)  # 100 anchors (real exports: 8400)
+    v8 = np.zeros((1, 84, 84), np.float32)  # one column per cell of the 8/16/32 grids (640²: 8400)
     v8[0, :4, 0] = [32, 32, 16, 20]
     v8[0, 4, 0] = 0.9
     v8[0, :4, 1] = [10, 10, 8, 8]
@@ -180,6 +190,45 @@ def test_yolo_v8_and_v5_outputs_are_decoded(tmp_path: Path) -> None:
     assert det5.fmt == "yolov5"
     d5 = det5.detect(frame)
     assert len(d5) == 1 and d5.scores[0] == pytest.approx(0.72)
+
+
+def test_yolox_grid_output_is_decoded(tmp_path: Path) -> None:
+    # a 64×64 YOLOX input has 8² + 4² + 2² = 84 cells (strides 8, 16, 32); rows are raw
+    # (dx, dy, log w, log h, objectness, classes): a person in stride-8 cell (x=3, y=1), 16×24 px
+    out = np.zeros((1, 84, 85), np.float32)
+    out[0, 1 * 8 + 3, :6] = [0.5, 0.5, np.log(2), np.log(3), 0.9, 0.8]
+    out[0, 64 + 5, :5] = [0, 0, 0, 0, 0.9]  # a stride-16 cell that is a cat, not a person
+    out[0, 64 + 5, 5 + 15] = 0.9
+    path = _const_onnx(tmp_path / "yolox.onnx", out)
+    assert sniff_format(path) == "yolox"
+    det = make_detector(DetectorConfig(name=str(path), min_height=1, input_size=0))
+    assert isinstance(det, YoloxDetector)
+    d = det.detect(np.zeros((64, 128, 3), np.uint8))  # top-left letterbox at scale 0.5
+    assert len(d) == 1 and d.scores[0] == pytest.approx(0.72)
+    np.testing.assert_allclose(d.boxes[0], [40, 0, 72, 48], atol=1e-3)  # centre (28, 12) ± (8, 12), / 0.5
+
+
+def test_yolox_finds_the_person_at_the_frames_aspect_ratio(yolox_onnx: Path) -> None:
+    det = make_detector(DetectorConfig(name=str(yolox_onnx)))
+    assert isinstance(det, YoloxDetector)
+    assert det.input_hw(432, 768) == (384, 640) and det.input_hw(1080, 1920) == (384, 640)
+    d = det.detect(frame_at(300))
+    assert len(d) == 1 and d.scores[0] > 0.6
+    x1, y1, x2, y2 = d.boxes[0]
+    assert 330 < x1 < 420 and 500 < x2 < 600 and y2 - y1 > 300
+    assert len(det.detect(frame_at(20))) == 0  # empty corridor
+
+
+def test_auto_detector_is_yolox_when_installed_else_hog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch,
+                                                        yolox_onnx: Path) -> None:
+    monkeypatch.setenv("REID_CACHE", str(tmp_path / "empty"))
+    assert isinstance(make_detector(DetectorConfig(name="auto")), HogDetector)
+    assert describe_detector("auto").startswith("hog (no detector installed")
+    (tmp_path / "cache" / "detectors").mkdir(parents=True)
+    (tmp_path / "cache" / "detectors" / "yolox_nano.onnx").symlink_to(yolox_onnx)
+    monkeypatch.setenv("REID_CACHE", str(tmp_path / "cache"))
+    assert isinstance(make_detector(DetectorConfig(name="auto")), YoloxDetector)
+    assert describe_detector("auto").startswith("yolox-nano (")
 
 
 def test_nms_and_unknown_detector() -> None:

@@ -7,8 +7,12 @@ pixels, scores in [0, 1] for ONNX models, SVM margins for HOG).
   on static background are dropped.
 * an ONNX file: NanoDet (GFL head outputs: per stride a [N, 80] class-score and a [N, 4·(reg_max+1)]
   distance-distribution tensor; tensor names are unreliable, so outputs are matched by shape),
-  YOLOv5 ([1, N, 5+C]: cx, cy, w, h, objectness, classes) or YOLOv8 ([1, 4+C, N]). Class 0 = person
-  (COCO). The format is detected from the output shapes unless ``detector_format`` says otherwise.
+  YOLOv5 ([1, N, 5+C]: cx, cy, w, h, objectness, classes), YOLOv8 ([1, 4+C, N]) or YOLOX (official
+  export, [1, N, 5+C] with raw grid offsets and log sizes, N = one anchor per cell of strides 8/16/32).
+  Class 0 = person (COCO). The format is detected from the output shapes unless ``detector_format``
+  says otherwise.
+* ``auto`` (the default): YOLOX-nano when ``reid fetch-detector`` has installed it
+  (:mod:`service.footage.detector_weights`), else HOG.
 """
 
 from __future__ import annotations
@@ -44,12 +48,13 @@ class Detections:
 class DetectorConfig:
     """Knobs shared by all detectors (from Settings, see docs/footage.md)."""
 
-    name: str = "hog"  # "hog" or a path to an .onnx detector
-    format: str = "auto"  # auto | nanodet | yolov5 | yolov8
+    name: str = "hog"  # "auto", "hog" or a path to an .onnx detector
+    format: str = "auto"  # auto | nanodet | yolov5 | yolov8 | yolox
     conf: float | None = None  # None = the detector's own default
     nms: float = 0.45
     min_height: int = 48  # boxes shorter than this (frame pixels) are dropped
     input_width: int = 384  # HOG: frames are resized to this width before detection (0 = as is)
+    input_size: int = 640  # YOLOX: the long side of the network input (0 = the file's own size)
     hog_pad: float = 0.15  # HOG: border padding (fraction of the height) so people cut by the edge count
     bg_subtraction: bool = False
     threads: int = 1
@@ -129,7 +134,7 @@ class HogDetector:
         return _finish(dets, self.cfg, self.conf, w, h)
 
 
-def _session(path: Path, threads: int) -> Any:
+def _session(path: Path | bytes, threads: int) -> Any:
     import onnxruntime as ort
 
     so = ort.SessionOptions()
@@ -137,9 +142,11 @@ def _session(path: Path, threads: int) -> Any:
     so.intra_op_num_threads = max(0, threads)
     so.inter_op_num_threads = 1
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=["CPUExecutionProvider"])
+        model = path if isinstance(path, bytes) else str(path)
+        return ort.InferenceSession(model, sess_options=so, providers=["CPUExecutionProvider"])
     except Exception as e:  # ORT raises several types for a bad file
-        raise DetectorError(f"cannot load the detector {path}: {e}") from e
+        what = "the detector" if isinstance(path, bytes) else f"the detector {path}"
+        raise DetectorError(f"cannot load {what}: {e}") from e
 
 
 def _input_hw(sess: Any, default: int = 640) -> tuple[int, int]:
@@ -147,6 +154,16 @@ def _input_hw(sess: Any, default: int = 640) -> tuple[int, int]:
     h = shape[2] if len(shape) == 4 and isinstance(shape[2], int) else default
     w = shape[3] if len(shape) == 4 and isinstance(shape[3], int) else default
     return int(h), int(w)
+
+
+def _letterbox_top_left(bgr: np.ndarray, h: int, w: int, pad: int) -> tuple[np.ndarray, float]:
+    """Resize keeping the aspect ratio into an h×w canvas filled with ``pad``, image at the top left."""
+    H, W = bgr.shape[:2]
+    r = min(h / H, w / W)
+    nh, nw = max(1, round(H * r)), max(1, round(W * r))
+    canvas = np.full((h, w, 3), pad, np.uint8)
+    canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+    return canvas, r
 
 
 class NanoDetDetector:
@@ -183,10 +200,7 @@ class NanoDetDetector:
         H, W = bgr.shape[:2]
         # keep the aspect ratio (pad right/bottom): squashing a 16:9 frame into a square loses people
         # (MOT17: recall 0.23 → 0.34 at the same precision, bench/ingest.md)
-        r = min(self.h / H, self.w / W)
-        nh, nw = max(1, round(H * r)), max(1, round(W * r))
-        canvas = np.zeros((self.h, self.w, 3), np.uint8)
-        canvas[:nh, :nw] = cv2.resize(bgr, (nw, nh), interpolation=cv2.INTER_AREA if r < 1 else cv2.INTER_LINEAR)
+        canvas, r = _letterbox_top_left(bgr, self.h, self.w, 0)
         x = ((canvas.astype(np.float32) - NANODET_MEAN) / NANODET_STD).transpose(2, 0, 1)[None]
         outs = self.sess.run(None, {self.input_name: np.ascontiguousarray(x)})
         boxes, scores = [], []
@@ -234,7 +248,7 @@ class YoloDetector:
         out = np.asarray(self.sess.run(None, {self.input_name: np.ascontiguousarray(x)})[0])[0]
         pc = self.cfg.person_class
         if self.fmt == "yolov8":
-            p = out.T if out.shape[0] < out.shape[1] else out  # → [N, 4+C]
+            p = out.T  # [4+C, N] → [N, 4+C]
             score = p[:, 4 + pc]
         else:
             p = out
@@ -246,8 +260,81 @@ class YoloDetector:
         return _finish(Detections(b.astype(np.float32), score.astype(np.float32)), self.cfg, self.conf, W, H)
 
 
+YOLOX_STRIDES = (8, 16, 32)
+
+
+def _grid_cells(h: int, w: int, strides: tuple[int, ...]) -> int:
+    return sum((h // s) * (w // s) for s in strides)
+
+
+class YoloxDetector:
+    """YOLOX ONNX (Megvii's export): BGR 0–255 input letterboxed top-left on grey 114; the output rows are
+    (dx, dy, log w, log h, objectness, class scores) per cell of the 8/16/32 grids, decoded here.
+
+    The network is fully convolutional, so the file's fixed 416×416 input is made dynamic on load and
+    each frame is fed at its own aspect ratio with the long side at ``cfg.input_size`` (a 16:9 frame
+    runs at 640×384, not 640×640): MOT17-mini recall 0.30 at 416² → 0.48 at 640 (bench/ingest.md)."""
+
+    default_conf = 0.25
+
+    def __init__(self, path: Path, cfg: DetectorConfig) -> None:
+        import onnx
+
+        self.cfg = cfg
+        self.conf = cfg.conf if cfg.conf is not None else self.default_conf
+        try:
+            model = onnx.load(str(path))
+        except Exception as e:  # DecodeError, OSError
+            raise DetectorError(f"cannot load the detector {path}: {e}") from e
+        dims = model.graph.input[0].type.tensor_type.shape.dim
+        self.native = (dims[2].dim_value or 416, dims[3].dim_value or 416)
+        if cfg.input_size:
+            dims[2].dim_param, dims[3].dim_param = "height", "width"
+            model.graph.output[0].type.tensor_type.shape.dim[1].dim_param = "cells"
+            del model.graph.value_info[:]  # shapes inferred for 416² would contradict other sizes
+        self.sess = _session(model.SerializeToString(), cfg.threads)
+        self.input_name = self.sess.get_inputs()[0].name
+        self._grids: dict[tuple[int, int], tuple[np.ndarray, np.ndarray]] = {}
+
+    def input_hw(self, H: int, W: int) -> tuple[int, int]:
+        """Network input for an H×W frame: long side ``input_size``, both sides multiples of 32."""
+        if not self.cfg.input_size:
+            return self.native
+        r = self.cfg.input_size / max(H, W)
+        return (max(32, -(-round(H * r) // 32) * 32), max(32, -(-round(W * r) // 32) * 32))
+
+    def _grid(self, h: int, w: int) -> tuple[np.ndarray, np.ndarray]:
+        if (h, w) not in self._grids:
+            cells, steps = [], []
+            for s in YOLOX_STRIDES:
+                ys, xs = np.mgrid[0:h // s, 0:w // s]
+                cells.append(np.stack([xs.ravel(), ys.ravel()], 1))
+                steps.append(np.full((len(cells[-1]), 1), s))
+            self._grids[(h, w)] = (np.concatenate(cells).astype(np.float32),
+                                   np.concatenate(steps).astype(np.float32))
+        return self._grids[(h, w)]
+
+    def detect(self, bgr: np.ndarray) -> Detections:
+        H, W = bgr.shape[:2]
+        h, w = self.input_hw(H, W)
+        canvas, r = _letterbox_top_left(bgr, h, w, 114)
+        x = canvas.transpose(2, 0, 1)[None].astype(np.float32)
+        out = np.asarray(self.sess.run(None, {self.input_name: np.ascontiguousarray(x)})[0])[0]
+        grid, stride = self._grid(h, w)
+        if len(out) != len(grid):
+            raise DetectorError(f"YOLOX output has {len(out)} rows, expected {len(grid)} grid cells "
+                                f"for a {w}×{h} input")
+        score = out[:, 4] * out[:, 5 + self.cfg.person_class]
+        keep = np.nonzero(score >= self.conf)[0]
+        p, score = out[keep], score[keep]
+        xy = (p[:, :2] + grid[keep]) * stride[keep]
+        wh = np.exp(np.minimum(p[:, 2:4], 10.0)) * stride[keep]
+        b = np.concatenate([xy - wh / 2, xy + wh / 2], 1) / r
+        return _finish(Detections(b.astype(np.float32), score.astype(np.float32)), self.cfg, self.conf, W, H)
+
+
 def sniff_format(path: Path) -> str:
-    """nanodet | yolov5 | yolov8 from the ONNX output shapes."""
+    """nanodet | yolov5 | yolov8 | yolox from the ONNX input and output shapes."""
     sess = _session(path, 1)
     outs = [o.shape for o in sess.get_outputs()]
     if len(outs) >= 6:
@@ -255,17 +342,41 @@ def sniff_format(path: Path) -> str:
     if len(outs) >= 1 and len(outs[0]) == 3:
         a, b = outs[0][1], outs[0][2]
         if isinstance(a, int) and isinstance(b, int):
+            h, w = _input_hw(sess, 0)
+            cells = _grid_cells(h, w, YOLOX_STRIDES) if h else -1
+            if b == cells:  # YOLOv8: [1, 4+C, one column per cell of the 8/16/32 grids]
+                return "yolov8"
+            if a == cells:  # YOLOX: one row per cell (YOLOv5: three anchors per cell)
+                return "yolox"
             return "yolov8" if a < b else "yolov5"
         if isinstance(a, int) and a < 1000:  # [1, 84, N] with dynamic N
             return "yolov8"
         return "yolov5"
     raise DetectorError(f"{path}: cannot tell the detector format from outputs {outs}; "
-                        "set REID_DETECTOR_FORMAT to nanodet, yolov5 or yolov8")
+                        "set REID_DETECTOR_FORMAT to nanodet, yolov5, yolov8 or yolox")
+
+
+def describe_detector(name: str) -> str:
+    """What ``name`` resolves to, without loading it (for /readyz and the startup log)."""
+    if name.lower() == "auto":
+        from service.footage.detector_weights import installed_detector
+
+        installed = installed_detector()
+        return f"yolox-nano ({installed})" if installed else "hog (no detector installed: run `reid fetch-detector`)"
+    return "hog" if name.lower() in ("hog", "", "default") else name
 
 
 def make_detector(cfg: DetectorConfig) -> Detector:
-    """The detector named by ``cfg.name``: "hog" or a path to an ONNX file."""
-    if cfg.name.lower() in ("hog", "", "default"):
+    """The detector named by ``cfg.name``: "auto", "hog" or a path to an ONNX file."""
+    name = cfg.name.lower()
+    if name == "auto":
+        from service.footage.detector_weights import installed_detector
+
+        installed = installed_detector()
+        if installed is None:
+            return HogDetector(cfg)
+        return YoloxDetector(installed, cfg)
+    if name in ("hog", "", "default"):
         return HogDetector(cfg)
     path = Path(cfg.name)
     if not path.is_file():
@@ -275,4 +386,6 @@ def make_detector(cfg: DetectorConfig) -> Detector:
         return NanoDetDetector(path, cfg)
     if fmt in ("yolov5", "yolov8"):
         return YoloDetector(path, cfg, fmt)
-    raise DetectorError(f"unknown detector format {fmt!r} (nanodet, yolov5 or yolov8)")
+    if fmt == "yolox":
+        return YoloxDetector(path, cfg)
+    raise DetectorError(f"unknown detector format {fmt!r} (nanodet, yolov5, yolov8 or yolox)")

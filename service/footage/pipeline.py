@@ -43,6 +43,7 @@ class PipelineConfig:
             detector=DetectorConfig(
                 name=str(s.detector), format=s.detector_format, conf=s.detector_conf, nms=s.detector_nms,
                 min_height=s.min_box_height, input_width=s.detector_input_width,
+                input_size=s.detector_input_size,
                 bg_subtraction=s.bg_subtraction, threads=s.detector_threads,
             ),
             tracklets=TrackletConfig(

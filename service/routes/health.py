@@ -6,6 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
+from service.footage.detect import describe_detector
 from service.routes.deps import require_key
 from service.schemas import Error, Ready
 
@@ -42,9 +43,10 @@ def readyz(request: Request):
         model=str(info.image_path),
         precision=info.precision,
         dim=info.dim,
-        index=g.settings.index_factory,
+        index=g.index.factory,
         exact=g.index.exact,
         providers=info.providers,
+        detector=describe_detector(g.settings.detector),
     )
 
 
