@@ -14,7 +14,7 @@ pytest.importorskip("redis")
 
 from conftest import start_redis
 
-from service.queue_redis import RedisJobQueue, ResultConsumer, decode, encode  # noqa: E402
+from reid.service.queue_redis import RedisJobQueue, ResultConsumer, decode, encode  # noqa: E402
 
 
 @pytest.fixture
@@ -40,7 +40,7 @@ def test_encode_roundtrip_keeps_arrays_bytes_and_times() -> None:
 
 
 def test_crops_travel_as_jpeg_and_come_back_as_crops() -> None:
-    from service.gallery import Crop
+    from reid.service.gallery import Crop
 
     yy, xx = np.mgrid[0:64, 0:32]
     bgr = np.stack([yy * 3, xx * 6, 255 - yy * 2], axis=-1).astype(np.uint8)  # smooth, like a real crop

@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from service.footage.decode import Footage, FootageError, content_hash, is_footage
-from service.footage.detect import (
+from reid.service.footage.decode import Footage, FootageError, content_hash, is_footage
+from reid.service.footage.detect import (
     Detections,
     DetectorConfig,
     HogDetector,
@@ -22,9 +22,9 @@ from service.footage.detect import (
     nms,
     sniff_format,
 )
-from service.footage.pipeline import FootageJob, PipelineConfig, process_footage
-from service.footage.track import Tracker, TrackerConfig, iou_matrix
-from service.footage.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
+from reid.service.footage.pipeline import FootageJob, PipelineConfig, process_footage
+from reid.service.footage.track import Tracker, TrackerConfig, iou_matrix
+from reid.service.footage.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
 from tests.conftest import shared_path
 
 INTEL = ("data", "footage", "intel")
@@ -236,7 +236,7 @@ def test_nms_and_unknown_detector() -> None:
                    np.array([0.9, 0.8, 0.7], np.float32))
     kept = nms(d, 0.5)
     assert len(kept) == 2 and kept.scores.tolist() == pytest.approx([0.9, 0.7])
-    from service.footage.detect import DetectorError
+    from reid.service.footage.detect import DetectorError
 
     with pytest.raises(DetectorError, match="not found"):
         make_detector(DetectorConfig(name="/nope/detector.onnx"))
@@ -279,7 +279,7 @@ def _img(sharp: bool) -> np.ndarray:
 
 
 def test_tracklets_are_cut_filtered_and_frames_chosen() -> None:
-    from service.footage.track import Match
+    from reid.service.footage.track import Match
 
     out = []
     b = TrackletBuilder(TrackletConfig(min_frames=3, min_height=64, max_seconds=2.0, embed_frames=4), out.append)

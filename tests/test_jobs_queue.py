@@ -6,7 +6,7 @@ from __future__ import annotations
 import multiprocessing as mp
 from pathlib import Path
 
-from service.jobs import SqliteJobQueue, footage_params
+from reid.service.jobs import SqliteJobQueue, footage_params
 
 
 def _claim_in_child(db: str, out: mp.Queue) -> None:
