@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import hardware, write_report  # noqa: E402
 
-from reid.service.footage.decode import Footage  # noqa: E402
-from reid.service.footage.detect import DetectorConfig, make_detector  # noqa: E402
-from reid.service.footage.detector_weights import installed_detector  # noqa: E402
-from reid.service.footage.pipeline import FootageJob, PipelineConfig, process_footage  # noqa: E402
-from reid.service.footage.track import TrackerConfig, iou_matrix  # noqa: E402
-from reid.service.footage.tracklets import TrackletConfig  # noqa: E402
+from reid.ingest.decode import Footage  # noqa: E402
+from reid.ingest.detect import DetectorConfig, make_detector  # noqa: E402
+from reid.ingest.detector_weights import installed_detector  # noqa: E402
+from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage  # noqa: E402
+from reid.ingest.track import TrackerConfig, iou_matrix  # noqa: E402
+from reid.ingest.tracklets import TrackletConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 MOT = SHARED / "data/footage/mot17_mini/train"

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import cv2
 
-from reid.service.footage.detect import DetectorConfig
-from reid.service.footage.pipeline import FootageJob, PipelineConfig, process_footage
-from reid.service.footage.track import TrackerConfig
-from reid.service.footage.tracklets import TrackletConfig
+from reid.ingest.detect import DetectorConfig
+from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
+from reid.ingest.track import TrackerConfig
+from reid.ingest.tracklets import TrackletConfig
 from tests.conftest import REPO, shared_path
 
 # Person 0001 located by eye (full-resolution point on her body), as in bench/ingest.py.
@@ -50,7 +50,7 @@ def test_prw_frames_indexed_then_person_0001_found_first(tmp_path: Path) -> None
                 names[(cam, i)] = f.stem
             res = process_footage(FootageJob(path=tmp_path / cam, camera=cam, start=1.4e9, fps=1.0), cfg,
                                   embedder.embed_tracklet)
-            assert commit_result(gallery, res)["tracklets"] == len(res.entries) > 0
+            assert commit_result(gallery, res)["tracklets"] == len(res.vectors) > 0
 
         def hers(rec) -> bool:
             for fr, (x, y, w, h) in zip(rec.meta["frames"], rec.meta["boxes"], strict=True):

@@ -17,9 +17,9 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from reid import __version__
+from reid.ingest.detect import describe_detector
 from reid.service.embedder import Embedder
 from reid.service.errors import install_error_handlers
-from reid.service.footage.detect import describe_detector
 from reid.service.gallery import Gallery, ModelMismatch
 from reid.service.logging import RequestIdMiddleware
 from reid.service.metrics import Metrics

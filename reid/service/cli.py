@@ -124,12 +124,12 @@ def register(app: typer.Typer) -> None:
         the gallery (safe while the server runs)."""
         from rich.progress import Progress
 
-        from reid.service.footage.decode import is_footage
-        from reid.service.routes.deps import parse_meta, parse_time
+        from reid.ingest.decode import is_footage
+        from reid.service.inputs import parse_meta, parse_time
         from reid.service.uploads import BadInput, decode_image
 
         if folder.exists() and is_footage(folder):
-            from reid.service.footage.cli import index_footage
+            from reid.service.index_footage import index_footage
 
             index_footage(folder, camera, start or timestamp, meta, fps, _settings(model=model, data_dir=data_dir),
                           _open)
@@ -302,7 +302,7 @@ def register(app: typer.Typer) -> None:
     ) -> None:
         """Install the default person detector, YOLOX-nano (Apache-2.0, pinned by commit and SHA-256).
         Without it, REID_DETECTOR=auto falls back to HOG (docs/footage.md)."""
-        from reid.service.footage.detector_weights import DetectorWeightsError, fetch_detector
+        from reid.ingest.detector_weights import DetectorWeightsError, fetch_detector
 
         try:
             path = fetch_detector(dest, source=source, force=force)

@@ -240,7 +240,7 @@ def footage_params(path: Path, camera: str, start: float | None, filename: str |
 
 
 def _job_of(params: dict[str, Any]) -> Any:
-    from reid.service.footage.pipeline import FootageJob
+    from reid.ingest.pipeline import FootageJob
 
     return FootageJob(path=Path(params["path"]), camera=params["camera"], start=params.get("start"),
                       fps=params.get("fps"), source=params.get("filename"), meta=params.get("meta"),
@@ -251,9 +251,9 @@ def process_job(job: dict[str, Any], queue: Any, settings: Any, embed_tracklet: 
                 worker: str = "") -> Any:
     """Run the pipeline for one claimed job, reporting progress to ``queue``; returns the
     FootageResult, or None when cancelled or failed (the job record says which)."""
-    from reid.service.footage.decode import FootageError
-    from reid.service.footage.detect import DetectorError
-    from reid.service.footage.pipeline import Cancelled, PipelineConfig, Progress, process_footage
+    from reid.ingest.decode import FootageError
+    from reid.ingest.detect import DetectorError
+    from reid.ingest.pipeline import Cancelled, PipelineConfig, Progress, process_footage
 
     job_id = job["id"]
 
@@ -286,10 +286,13 @@ def process_job(job: dict[str, Any], queue: Any, settings: Any, embed_tracklet: 
 
 def commit_result(gallery: Any, res: Any) -> dict[str, Any]:
     """One transaction for the whole footage; nothing when that footage is already indexed."""
-    added = gallery.add_records(res.entries, unless_footage=res.footage_id) if res.entries else []
+    from reid.service.records import gallery_entries
+
+    entries = gallery_entries(res)
+    added = gallery.add_records(entries, unless_footage=res.footage_id) if entries else []
     stats = res.stats()
     stats["tracklets"] = len(added)
-    if res.entries and not added:
+    if entries and not added:
         stats["already_indexed"] = True
         stats["tracklets"] = gallery.store.count_footage(res.footage_id) \
             if hasattr(gallery.store, "count_footage") else 0
@@ -394,7 +397,7 @@ class EmbeddedRunner:
                 _cleanup(final)
 
     def run(self, job: dict[str, Any], name: str = "embedded") -> None:
-        from reid.service.footage.decode import FootageError, content_hash
+        from reid.ingest.decode import FootageError, content_hash
 
         job_id = job["id"]
         params = job["params"]
@@ -464,7 +467,7 @@ class EmbeddedRunner:
 def check_footage(path: Path, settings: Any, name: str | None = None) -> None:
     """Cheap up-front check of an upload (opens it and decodes one frame) so that an empty, corrupt or
     unsupported file, or one with huge frames, is refused with a 4xx instead of becoming a job."""
-    from reid.service.footage.decode import Footage, FootageError
+    from reid.ingest.decode import Footage, FootageError
     from reid.service.uploads import BadInput
 
     try:

@@ -665,12 +665,15 @@ def run_job(queue: RedisJobQueue, job: dict[str, Any], embedder: Any, settings: 
         if res is None:  # failed (recorded by process_job) or cancelled
             queue.release(job_id)
         else:
+            from reid.service.records import gallery_entries
+
             sink = RemoteGallery(queue, job_id, embedder.info, settings)
-            if res.entries:
-                sink.add_records(res.entries, unless_footage=res.footage_id)
+            entries = gallery_entries(res)
+            if entries:
+                sink.add_records(entries, unless_footage=res.footage_id)
             stats = {**res.stats(), "worker": worker, "wall_seconds": round(time.perf_counter() - t0, 2)}
             queue.finish(job_id, stats)
-            log.info("job %s: %d tracklets sent in %.1fs", job_id, len(res.entries), time.perf_counter() - t0,
+            log.info("job %s: %d tracklets sent in %.1fs", job_id, len(entries), time.perf_counter() - t0,
                      extra={"job_id": job_id})
         final = queue.get(job_id)
         if params.get("delete_after") and (res is not None or (final and final["state"] in FINAL_STATES)):

@@ -15,17 +15,8 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from reid.service.routes.deps import (
-    build_filters,
-    embedder_of,
-    gallery_of,
-    parse_camera,
-    parse_meta,
-    parse_time,
-    read_files,
-    require_key,
-    settings_of,
-)
+from reid.service.inputs import build_filters, parse_camera, parse_meta, parse_time
+from reid.service.routes.deps import embedder_of, gallery_of, read_files, require_key, settings_of
 from reid.service.schemas import ERROR_RESPONSES, AddResponse, ItemId, ItemKind, ItemList, JobAccepted, Offset, item_out
 from reid.service.uploads import BadInput, expand, looks_like_video
 

@@ -6,7 +6,7 @@ from fastapi import APIRouter, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from prometheus_client import CONTENT_TYPE_LATEST
 
-from reid.service.footage.detect import describe_detector
+from reid.ingest.detect import describe_detector
 from reid.service.routes.deps import require_key
 from reid.service.schemas import Error, Ready
 

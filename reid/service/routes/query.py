@@ -9,7 +9,8 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
-from reid.service.routes.deps import build_filters, embedder_of, gallery_of, read_files, require_key, settings_of
+from reid.service.inputs import build_filters
+from reid.service.routes.deps import embedder_of, gallery_of, read_files, require_key, settings_of
 from reid.service.routes.gallery import is_video
 from reid.service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, item_fields
 from reid.service.uploads import BadInput, expand, read_clip

@@ -14,11 +14,11 @@ def index_footage(path: Path, camera: str, start: str | None, meta: str | None, 
     """Decode → detect → track → embed ``path`` and commit its tracklets in one transaction."""
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
-    from reid.service.footage.decode import Footage, FootageError, content_hash
-    from reid.service.footage.detect import DetectorError
-    from reid.service.footage.pipeline import FootageJob, PipelineConfig, process_footage
+    from reid.ingest.decode import Footage, FootageError, content_hash
+    from reid.ingest.detect import DetectorError
+    from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
+    from reid.service.inputs import parse_meta, parse_time
     from reid.service.jobs import commit_result
-    from reid.service.routes.deps import parse_meta, parse_time
     from reid.service.uploads import BadInput
 
     try:

@@ -1,9 +1,10 @@
-"""Footage → gallery tracklets: decode, detect, track, cut tracklets, embed; commit all at once.
+"""Footage → embedded tracklets: decode, detect, track, cut tracklets, embed.
 
-:func:`process_footage` does the work and returns the gallery entries without writing anything;
-the caller commits them in one transaction (``Gallery.add_records(entries, unless_footage=id)``), so
-a job's tracklets are either all indexed or absent, and the same footage (same content hash) is
-never indexed twice. The embedded job runner, the Redis worker and ``reid index`` all use it.
+:func:`process_footage` does the work and returns the tracklets with their vectors, writing
+nothing. The service turns a result into gallery records (:func:`reid.service.records.gallery_entries`)
+and commits them in one transaction, so a job's tracklets are either all indexed or absent, and the
+same footage (same content hash) is never indexed twice. The embedded job runner, the Redis worker
+and ``reid index`` all use it.
 """
 
 from __future__ import annotations
@@ -16,10 +17,10 @@ from typing import Any
 
 import numpy as np
 
-from reid.service.footage.decode import Footage, FootageError, FootageInfo, content_hash
-from reid.service.footage.detect import Detector, DetectorConfig, make_detector
-from reid.service.footage.track import Tracker, TrackerConfig
-from reid.service.footage.tracklets import Tracklet, TrackletBuilder, TrackletConfig
+from reid.ingest.decode import Footage, FootageError, FootageInfo, content_hash
+from reid.ingest.detect import Detector, DetectorConfig, make_detector
+from reid.ingest.track import Tracker, TrackerConfig
+from reid.ingest.tracklets import Tracklet, TrackletBuilder, TrackletConfig
 
 
 class Cancelled(Exception):
@@ -81,10 +82,11 @@ class FootageJob:
 
 @dataclass
 class FootageResult:
+    job: FootageJob
     footage_id: str
     info: FootageInfo
     tracklets: list[Tracklet]
-    entries: list[tuple[Any, np.ndarray, list[Any]]]  # (ItemRecord, vector, [Crop]) for Gallery.add_records
+    vectors: list[np.ndarray]  # one per tracklet, in order (empty when embedding was skipped)
     frames_done: int
     seconds: float
     errors: list[str]
@@ -94,7 +96,7 @@ class FootageResult:
         dur = self.frames_done / self.info.fps if self.info.fps else None
         return {
             "footage_id": self.footage_id,
-            "tracklets": len(self.entries),
+            "tracklets": len(self.vectors),
             "frames_done": self.frames_done,
             "frames_total": self.info.n_frames,
             "footage_seconds": round(dur, 2) if dur else None,
@@ -117,9 +119,6 @@ def process_footage(
 ) -> FootageResult:
     """Run the pipeline over one footage; ``progress`` returning False cancels (:class:`Cancelled`).
     ``embed_tracklet`` None skips embedding (detection/tracking benchmarks)."""
-    from reid.service.gallery import Crop
-    from reid.service.store import ItemRecord
-
     t0 = time.perf_counter()
     src = Footage(job.path, fps=job.fps or cfg.fps, max_pixels=cfg.max_pixels)
     info = src.info()
@@ -129,25 +128,13 @@ def process_footage(
     tcfg = TrackerConfig(**{**cfg.tracker.__dict__})
     tcfg.max_age = max(1, round(cfg.max_age_s * info.fps / stride))
     tracklets: list[Tracklet] = []
-    entries: list[tuple[Any, np.ndarray, list[Any]]] = []
+    vectors: list[np.ndarray] = []
     errors: list[str] = []
 
     def emit(tl: Tracklet) -> None:
         tracklets.append(tl)
-        if embed_tracklet is None:
-            return
-        vec = np.asarray(embed_tracklet(tl.crops), np.float32).reshape(-1)
-        ts0 = job.start + tl.t_start if job.start is not None else None
-        ts1 = job.start + tl.t_end if job.start is not None else None
-        meta = {**(job.meta or {}), "track_id": tl.track_id, "segment": tl.segment,
-                "offset_s": [round(tl.t_start, 3), round(tl.t_end, 3)], "detections": tl.n_detections,
-                "quality": round(tl.quality, 3), "frames": tl.frames, "boxes": tl.boxes,
-                "box_frame": tl.box_frame}
-        rec = ItemRecord(kind="tracklet", camera=job.camera, ts_start=ts0, ts_end=ts1,
-                         source=job.source or job.path.name, footage_id=footage_id,
-                         frame_start=tl.frame_start, frame_end=tl.frame_end, box=tl.box, meta=meta,
-                         n_frames=len(tl.crops))
-        entries.append((rec, vec, [Crop(bgr=c) for c in tl.crops]))
+        if embed_tracklet is not None:
+            vectors.append(np.asarray(embed_tracklet(tl.crops), np.float32).reshape(-1))
 
     builder = TrackletBuilder(cfg.tracklets, emit)
     tracker = Tracker(tcfg, on_end=builder.end)
@@ -179,4 +166,4 @@ def process_footage(
     if info.n_frames and done < 0.9 * info.n_frames and cfg.max_frames is None:
         errors.append(f"decoding stopped at frame {done} of {info.n_frames}: the file is truncated or damaged; "
                       "the frames before it were indexed")
-    return FootageResult(footage_id, info, tracklets, entries, done, el, errors, dict(builder.dropped))
+    return FootageResult(job, footage_id, info, tracklets, vectors, done, el, errors, dict(builder.dropped))

@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import cv2
 import numpy as np
 
-from reid.service.footage.track import Match
+from reid.ingest.track import Match
 
 
 @dataclass

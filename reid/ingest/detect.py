@@ -12,7 +12,7 @@ pixels, scores in [0, 1] for ONNX models, SVM margins for HOG).
   Class 0 = person (COCO). The format is detected from the output shapes unless ``detector_format``
   says otherwise.
 * ``auto`` (the default): YOLOX-nano when ``reid fetch-detector`` has installed it
-  (:mod:`reid.service.footage.detector_weights`), else HOG.
+  (:mod:`reid.ingest.detector_weights`), else HOG.
 """
 
 from __future__ import annotations
@@ -359,7 +359,7 @@ def sniff_format(path: Path) -> str:
 def describe_detector(name: str) -> str:
     """What ``name`` resolves to, without loading it (for /readyz and the startup log)."""
     if name.lower() == "auto":
-        from reid.service.footage.detector_weights import installed_detector
+        from reid.ingest.detector_weights import installed_detector
 
         installed = installed_detector()
         return f"yolox-nano ({installed})" if installed else "hog (no detector installed: run `reid fetch-detector`)"
@@ -370,7 +370,7 @@ def make_detector(cfg: DetectorConfig) -> Detector:
     """The detector named by ``cfg.name``: "auto", "hog" or a path to an ONNX file."""
     name = cfg.name.lower()
     if name == "auto":
-        from reid.service.footage.detector_weights import installed_detector
+        from reid.ingest.detector_weights import installed_detector
 
         installed = installed_detector()
         if installed is None:
