@@ -3,7 +3,7 @@ happen inside the commands so ``reid --help`` is instant and serving installs ne
 
 import typer
 
-from reid.service.cli import register as register_service
+from reid.service.commands import register as register_service
 from reid.training.cli import register as register_training
 
 app = typer.Typer(help="Person re-identification search: train, evaluate, export, index and serve.",
