@@ -15,7 +15,11 @@ from fastapi.responses import JSONResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 from starlette.routing import Match
 
+from reid.ingest.decode import FootageError
 from reid.service.uploads import BadInput
+
+#: HTTP status of each kind of unusable footage (reid.ingest.decode.FootageError.kind)
+FOOTAGE_STATUS = {"invalid": 400, "unsupported": 415, "too_large": 413}
 
 log = logging.getLogger("reid.service")
 
@@ -60,6 +64,10 @@ def install_error_handlers(app: FastAPI) -> None:
     @app.exception_handler(BadInput)
     async def _bad_input(request: Request, exc: BadInput) -> JSONResponse:
         return error_response(exc.status, exc.message)
+
+    @app.exception_handler(FootageError)
+    async def _bad_footage(request: Request, exc: FootageError) -> JSONResponse:
+        return error_response(FOOTAGE_STATUS.get(exc.kind, 400), exc.message)
 
     @app.exception_handler(RequestValidationError)
     async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:

@@ -284,9 +284,7 @@ class Gallery:
         now = time.time()
         out: list[ItemRecord] = []
         with self.store.transaction() as tx:
-            if unless_footage is not None and tx.c.execute(
-                "SELECT 1 FROM items WHERE footage_id = ? LIMIT 1", (unless_footage,)
-            ).fetchone():
+            if unless_footage is not None and Store.has_footage(tx.c, unless_footage):
                 raise _AlreadyIndexed(unless_footage)
             for (rec, _, crops), vec in zip(entries, vecs, strict=True):
                 rec.model_id = self.info.model_id
@@ -442,19 +440,11 @@ def reindex(
     store = Store(data_dir / DB_NAME, settings.sqlite_synchronous)
     info = embedder.info
     try:
-        with store.transaction() as tx:
-            tx.c.execute("DROP TABLE IF EXISTS reindex_vectors")
-            tx.c.execute("CREATE TABLE reindex_vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+        store.start_staging()
         total = store.count()
         done = 0
-        last = 0
-        while True:
-            rows = store._r.execute(
-                "SELECT id FROM items WHERE id > ? ORDER BY id LIMIT ?", (last, batch)
-            ).fetchall()
-            if not rows:
-                break
-            got = store.get_many([r[0] for r in rows])
+        for ids in store.id_batches(batch):
+            got = store.get_many(ids)
             out: list[tuple[int, bytes]] = []
             for item_id in sorted(got):
                 rec = got[item_id]
@@ -470,26 +460,16 @@ def reindex(
                     )
                 v = embedder.embed_tracklet(frames) if rec.kind == "tracklet" else embedder.embed(frames)[0]
                 out.append((item_id, np.asarray(v, np.float32).tobytes()))
-            with store.transaction() as tx:
-                tx.c.executemany("INSERT OR REPLACE INTO reindex_vectors VALUES (?, ?)", out)
+            store.stage_vectors(out)
             done += len(out)
-            last = rows[-1][0]
             if progress:
                 progress(done, total)
         with store.transaction() as tx:
-            tx.c.execute(
-                "UPDATE items SET vector = (SELECT r.vector FROM reindex_vectors r WHERE r.id = items.id),"
-                " model_id = ? WHERE id IN (SELECT id FROM reindex_vectors)",
-                (info.model_id,),
-            )
-            left = tx.c.execute(
-                "SELECT COUNT(*) FROM items WHERE model_id != ?", (info.model_id,)
-            ).fetchone()[0]
+            left = Store.swap_in_staged(tx.c, info.model_id)
             if left:
                 raise RuntimeError(
                     f"{left} items were added during the reindex; stop the service and run it again"
                 )
-            tx.c.execute("DROP TABLE reindex_vectors")
             store.set_meta("model_id", info.model_id, tx.c)
             store.set_meta("model_desc", info.describe(), tx.c)
             store.set_meta("dim", str(info.dim), tx.c)

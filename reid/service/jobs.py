@@ -30,6 +30,8 @@ from collections.abc import Callable
 from pathlib import Path
 from typing import Any, Protocol
 
+from reid.service.store import connect
+
 log = logging.getLogger(__name__)
 
 ACTIVE_STATES = ("queued", "running")
@@ -78,11 +80,7 @@ class SqliteJobQueue:
     def _c(self) -> sqlite3.Connection:
         conn = getattr(self._local, "conn", None)
         if conn is None:
-            conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-            conn.execute("PRAGMA journal_mode=WAL")
-            conn.execute("PRAGMA synchronous=FULL")
-            conn.execute("PRAGMA busy_timeout=30000")
-            self._local.conn = conn
+            conn = self._local.conn = connect(self.path)
         return conn
 
     @staticmethod
@@ -468,13 +466,11 @@ def check_footage(path: Path, settings: Any, name: str | None = None) -> None:
     """Cheap up-front check of an upload (opens it and decodes one frame) so that an empty, corrupt or
     unsupported file, or one with huge frames, is refused with a 4xx instead of becoming a job."""
     from reid.ingest.decode import Footage, FootageError
-    from reid.service.uploads import BadInput
 
     try:
         Footage(path, max_pixels=settings.footage_max_pixels)
-    except FootageError as e:
-        msg = e.message.replace(Path(path).name, name or Path(path).name)
-        raise BadInput(msg, {"too_large": 413, "unsupported": 415}.get(e.kind, 400)) from e
+    except FootageError as e:  # the API maps its kind to a status (reid.service.errors)
+        raise FootageError(e.message.replace(Path(path).name, name or Path(path).name), e.kind) from e
 
 
 def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
@@ -483,7 +479,7 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
     ``queue_status``; the runner starts once the gallery is open (``on_ready``)."""
     from fastapi.concurrency import run_in_threadpool
 
-    from reid.service.uploads import BadInput
+    from reid.ingest.decode import FootageError
 
     queue = SqliteJobQueue(Path(settings.data_dir) / JOBS_DB, settings.job_max_attempts)
     runner: list[EmbeddedRunner] = []
@@ -504,7 +500,7 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
                            **_: Any) -> str:
         try:
             await run_in_threadpool(check_footage, Path(path), settings, filename)
-        except BadInput:
+        except FootageError:
             Path(path).unlink(missing_ok=True)
             raise
         params = footage_params(Path(path), camera, timestamp, filename, meta, fps=fps, request_id=request_id)

@@ -472,12 +472,13 @@ def install_api(app: Any, settings: Any) -> RedisJobQueue:
                            **_: Any) -> str:
         from fastapi.concurrency import run_in_threadpool
 
+        from reid.ingest.decode import FootageError
         from reid.service.jobs import check_footage, footage_params
         from reid.service.uploads import BadInput
 
         try:  # refuse undecodable footage now (4xx), like the embedded queue does
             await run_in_threadpool(check_footage, Path(path), settings, filename)
-        except BadInput:
+        except FootageError:
             Path(path).unlink(missing_ok=True)
             raise
         # Relative to the data dir: workers mount the same volume, maybe at another path.

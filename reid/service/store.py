@@ -170,6 +170,16 @@ def _row(r: tuple) -> ItemRecord:
     )
 
 
+def connect(path: Path, synchronous: str = "FULL") -> sqlite3.Connection:
+    """The one way this project opens SQLite: autocommit (explicit BEGIN), WAL, a 30 s busy wait,
+    usable from any thread (each user keeps its own connection per thread)."""
+    conn = sqlite3.connect(path, timeout=30.0, isolation_level=None, check_same_thread=False)
+    conn.execute("PRAGMA journal_mode=WAL")
+    conn.execute(f"PRAGMA synchronous={synchronous}")
+    conn.execute("PRAGMA busy_timeout=30000")
+    return conn
+
+
 class Store:
     """The SQLite database file under the data directory."""
 
@@ -186,11 +196,7 @@ class Store:
             self._wconn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
 
     def _connect(self) -> sqlite3.Connection:
-        conn = sqlite3.connect(self.path, timeout=30.0, isolation_level=None, check_same_thread=False)
-        conn.execute("PRAGMA journal_mode=WAL")
-        conn.execute(f"PRAGMA synchronous={self.synchronous}")
-        conn.execute("PRAGMA busy_timeout=30000")
-        return conn
+        return connect(self.path, self.synchronous)
 
     @property
     def _r(self) -> sqlite3.Connection:
@@ -374,6 +380,39 @@ class Store:
         """All (ids, vectors) with id > after_id, in id order, in batches."""
         for rows in self.iter_rows(dim, after_id, batch):
             yield rows.ids, rows.vectors
+
+    @staticmethod
+    def has_footage(c: sqlite3.Connection, footage_id: str) -> bool:
+        """Inside a transaction: is any item from this footage (content hash) stored?"""
+        return c.execute("SELECT 1 FROM items WHERE footage_id = ? LIMIT 1", (footage_id,)).fetchone() is not None
+
+    # --- re-embedding (`reid reindex`): new vectors are staged beside the old, then swapped in at once
+    def start_staging(self) -> None:
+        with self.transaction() as tx:
+            tx.c.execute("DROP TABLE IF EXISTS reindex_vectors")
+            tx.c.execute("CREATE TABLE reindex_vectors (id INTEGER PRIMARY KEY, vector BLOB NOT NULL)")
+
+    def id_batches(self, batch: int) -> Iterator[list[int]]:
+        last = 0
+        while rows := self._r.execute("SELECT id FROM items WHERE id > ? ORDER BY id LIMIT ?",
+                                      (last, batch)).fetchall():
+            yield [r[0] for r in rows]
+            last = rows[-1][0]
+
+    def stage_vectors(self, rows: list[tuple[int, bytes]]) -> None:
+        with self.transaction() as tx:
+            tx.c.executemany("INSERT OR REPLACE INTO reindex_vectors VALUES (?, ?)", rows)
+
+    @staticmethod
+    def swap_in_staged(c: sqlite3.Connection, model_id: str) -> int:
+        """Inside a transaction: staged vectors replace the stored ones; returns the items still
+        from another model (added while re-embedding), for the caller to refuse the swap."""
+        c.execute("UPDATE items SET vector = (SELECT r.vector FROM reindex_vectors r WHERE r.id = items.id),"
+                  " model_id = ? WHERE id IN (SELECT id FROM reindex_vectors)", (model_id,))
+        left = int(c.execute("SELECT COUNT(*) FROM items WHERE model_id != ?", (model_id,)).fetchone()[0])
+        if not left:
+            c.execute("DROP TABLE reindex_vectors")
+        return left
 
     def deleted_since(self, generation: int) -> list[int]:
         return [r[0] for r in self._r.execute("SELECT id FROM deletions WHERE gen > ?", (generation,))]

@@ -4,8 +4,9 @@
 from __future__ import annotations
 
 import hmac
+from typing import Annotated, Any
 
-from fastapi import Request, UploadFile
+from fastapi import Depends, Request, UploadFile
 
 from reid.service.embedder import Embedder
 from reid.service.gallery import Gallery
@@ -48,6 +49,20 @@ def embedder_of(request: Request) -> Embedder:
     if e is None:
         raise BadInput("the service is starting up; retry shortly", 503)
     return e
+
+
+def job_queue_of(request: Request) -> Any:
+    q = getattr(request.app.state, "job_queue", None)
+    if q is None:
+        raise BadInput("footage jobs are not enabled on this server", 404)
+    return q
+
+
+# What route signatures ask for (FastAPI dependencies): the app's settings, gallery, model, job queue.
+SettingsDep = Annotated[Settings, Depends(settings_of)]
+GalleryDep = Annotated[Gallery, Depends(gallery_of)]
+EmbedderDep = Annotated[Embedder, Depends(embedder_of)]
+JobsDep = Annotated[Any, Depends(job_queue_of)]
 
 
 async def read_files(files: list[UploadFile], settings: Settings) -> list[tuple[str, bytes]]:

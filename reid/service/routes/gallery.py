@@ -8,7 +8,7 @@ import os
 import shutil
 import uuid
 from pathlib import Path, PurePosixPath
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi import Path as PathParam
@@ -16,7 +16,7 @@ from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
 from reid.service.inputs import build_filters, parse_camera, parse_meta, parse_time
-from reid.service.routes.deps import embedder_of, gallery_of, read_files, require_key, settings_of
+from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.schemas import ERROR_RESPONSES, AddResponse, ItemId, ItemKind, ItemList, JobAccepted, Offset, item_out
 from reid.service.uploads import BadInput, expand, looks_like_video
 
@@ -31,8 +31,8 @@ async def is_video(upload: UploadFile) -> bool:
 
 
 async def _hand_to_footage(
-    request: Request, upload: UploadFile, camera: str, timestamp: float | None, meta: dict | None,
-    fps: float | None,
+    request: Request, settings: Any, upload: UploadFile, camera: str, timestamp: float | None,
+    meta: dict | None, fps: float | None,
 ) -> JSONResponse:
     """Save the video under the data dir and hand it to ``app.state.submit_video`` (set by the footage
     worker): ``submit_video(path=, filename=, camera=, timestamp=, meta=, fps=, request_id=) -> job id``
@@ -44,7 +44,6 @@ async def _hand_to_footage(
             "server; upload person crops (images) instead",
             415,
         )
-    settings = settings_of(request)
     updir = Path(settings.data_dir) / "uploads"
     updir.mkdir(parents=True, exist_ok=True)
     suffix = PurePosixPath((upload.filename or "video.mp4").lower()).suffix or ".mp4"
@@ -85,6 +84,9 @@ async def _hand_to_footage(
 )
 async def add_to_gallery(
     request: Request,
+    settings: SettingsDep,
+    gallery: GalleryDep,
+    embedder: EmbedderDep,
     files: Annotated[list[UploadFile], File(min_length=1, description="images, a zip of images, or one video "
                                             "(each non-empty: a zero-byte file gets 400)")],
     camera: Annotated[str, Form(min_length=1, max_length=128, pattern=r"\S", description="camera name")],
@@ -96,7 +98,6 @@ async def add_to_gallery(
 ):
     """Index people: one item per image, or one tracklet item for all images (``tracklet=true``).
     A video upload is handed to the footage job queue (202 + job id)."""
-    settings = settings_of(request)
     cam = parse_camera(camera)
     assert cam is not None
     ts = parse_time(timestamp, "timestamp")
@@ -107,14 +108,13 @@ async def add_to_gallery(
     if videos:
         if len(files) > 1:
             raise BadInput("upload one video per request, without images", 422)
-        return await _hand_to_footage(request, videos[0], cam, ts, meta_d, fps)
+        return await _hand_to_footage(request, settings, videos[0], cam, ts, meta_d, fps)
     if fps is not None:
         raise BadInput("fps applies to video uploads only", 422)
     raw = await read_files(files, settings)
     images = await run_in_threadpool(
         expand, raw, settings.max_files, settings.max_upload_bytes, settings.max_image_pixels
     )
-    gallery, embedder = gallery_of(request), embedder_of(request)
     if tracklet:
         vec = await embedder.embed_tracklet_async([im.bgr for im in images])
         rec = await run_in_threadpool(
@@ -135,7 +135,7 @@ async def add_to_gallery(
 
 @router.get("/gallery", response_model=ItemList)
 def list_gallery(
-    request: Request,
+    gallery: GalleryDep,
     offset: Offset = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     camera: Annotated[
@@ -148,38 +148,38 @@ def list_gallery(
 ) -> ItemList:
     """Page through the gallery (by id), filtered by camera and time."""
     filters = build_filters(camera, exclude_camera, since, until, kind)
-    recs, total = gallery_of(request).list(filters, offset, limit)
+    recs, total = gallery.list(filters, offset, limit)
     return ItemList(items=[item_out(r) for r in recs], total=total, offset=offset, limit=limit)
 
 
-def _get(request: Request, item_id: int):
-    rec = gallery_of(request).get(item_id)
+def _get(gallery: Any, item_id: int):
+    rec = gallery.get(item_id)
     if rec is None:
         raise BadInput(f"gallery item {item_id} not found", 404)
     return rec
 
 
 @router.get("/cameras")
-def list_cameras(request: Request) -> dict:
+def list_cameras(gallery: GalleryDep) -> dict:
     """Cameras in the gallery with their item counts and time span (for browsing and filters)."""
     from reid.service.schemas import _dt
 
-    rows = gallery_of(request).store.cameras()
+    rows = gallery.store.cameras()
     return {"cameras": [{"camera": c, "items": n, "first": _dt(a), "last": _dt(b)} for c, n, a, b in rows]}
 
 
 @router.get("/gallery/{item_id}")
-def get_item(request: Request, item_id: ItemId):
+def get_item(gallery: GalleryDep, item_id: ItemId):
     """One gallery item."""
-    return item_out(_get(request, item_id))
+    return item_out(_get(gallery, item_id))
 
 
 @router.get("/gallery/{item_id}/thumbnail", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}}, "description": "JPEG thumbnail"}})
-def get_thumbnail(request: Request, item_id: ItemId):
+def get_thumbnail(gallery: GalleryDep, item_id: ItemId):
     """The item's JPEG thumbnail."""
-    rec = _get(request, item_id)
-    path = gallery_of(request).path(rec.thumbnail) if rec.thumbnail else None
+    rec = _get(gallery, item_id)
+    path = gallery.path(rec.thumbnail) if rec.thumbnail else None
     if path is None or not path.is_file():
         raise BadInput(f"gallery item {item_id} has no thumbnail", 404)
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
@@ -187,21 +187,21 @@ def get_thumbnail(request: Request, item_id: ItemId):
 
 @router.get("/gallery/{item_id}/crops/{n}", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the stored crop"}})
-def get_crop(request: Request, item_id: ItemId,
+def get_crop(gallery: GalleryDep, item_id: ItemId,
              n: Annotated[int, PathParam(ge=0, le=1_000_000, description="crop index, 0-based")]):
     """The item's n-th stored crop (a tracklet's frames, in order; 0-based)."""
-    rec = _get(request, item_id)
+    rec = _get(gallery, item_id)
     if not 0 <= n < len(rec.crops):
         raise BadInput(f"gallery item {item_id} has {len(rec.crops)} crops; no crop {n}", 404)
-    path = gallery_of(request).path(rec.crops[n])
+    path = gallery.path(rec.crops[n])
     if not path.is_file():
         raise BadInput(f"crop {n} of gallery item {item_id} is missing", 404)
     return FileResponse(path, headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.delete("/gallery/{item_id}", status_code=204)
-def delete_item(request: Request, item_id: ItemId) -> Response:
+def delete_item(gallery: GalleryDep, item_id: ItemId) -> Response:
     """Remove an item (row, vector, crops, thumbnail)."""
-    if not gallery_of(request).delete(item_id):
+    if not gallery.delete(item_id):
         raise BadInput(f"gallery item {item_id} not found", 404)
     return Response(status_code=204)

@@ -6,11 +6,11 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
-from reid.service.routes.deps import require_key, settings_of
+from reid.service.routes.deps import JobsDep, SettingsDep, require_key
 from reid.service.schemas import ERROR_RESPONSES, JobState, Offset
 from reid.service.uploads import BadInput
 
@@ -63,40 +63,31 @@ def job_out(j: dict[str, Any]) -> JobOut:
     )
 
 
-def _queue(request: Request) -> Any:
-    q = getattr(request.app.state, "job_queue", None)
-    if q is None:
-        raise BadInput("footage jobs are not enabled on this server", 404)
-    return q
-
-
 @router.get("/jobs", response_model=JobList)
 def list_jobs(
-    request: Request,
+    q: JobsDep,
     state: Annotated[JobState | None, Query()] = None,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
     offset: Offset = 0,
 ) -> JobList:
     """Footage jobs, newest first."""
-    q = _queue(request)
     jobs = q.list(limit=limit, offset=offset, state=state)
     total = q.total(state) if hasattr(q, "total") else (q.counts().get(state, 0) if state else sum(q.counts().values()))
     return JobList(jobs=[job_out(j) for j in jobs], total=total)
 
 
 @router.get("/jobs/{job_id}", response_model=JobOut)
-def get_job(request: Request, job_id: JobId) -> JobOut:
+def get_job(q: JobsDep, job_id: JobId) -> JobOut:
     """State, progress (frames done / total, fps), tracklets found and errors of one job."""
-    j = _queue(request).get(job_id)
+    j = q.get(job_id)
     if j is None:
         raise BadInput(f"job {job_id} not found", 404)
     return job_out(j)
 
 
 @router.delete("/jobs/{job_id}", response_model=JobOut)
-def cancel_job(request: Request, job_id: JobId) -> JobOut:
+def cancel_job(q: JobsDep, settings: SettingsDep, job_id: JobId) -> JobOut:
     """Cancel a queued or running job (nothing of it gets indexed); a finished job is left as it is."""
-    q = _queue(request)
     before = q.get(job_id)
     if before is None:
         raise BadInput(f"job {job_id} not found", 404)
@@ -104,14 +95,14 @@ def cancel_job(request: Request, job_id: JobId) -> JobOut:
     j = q.get(job_id)
     assert j is not None
     if before["state"] == "queued" and j["state"] == "cancelled":
-        _drop_upload(request, j)  # no worker will ever open it (a running job's worker cleans up itself)
+        _drop_upload(settings, j)  # no worker will ever open it (a running job's worker cleans up itself)
     return job_out(j)
 
 
-def _drop_upload(request: Request, job: dict[str, Any]) -> None:
+def _drop_upload(settings: Any, job: dict[str, Any]) -> None:
     params = job.get("params") or {}
     if not (params.get("delete_after") and params.get("path")):
         return
     path = Path(params["path"])  # the Redis queue stores it relative to the data dir
-    path = path if path.is_absolute() else Path(settings_of(request).data_dir) / path
+    path = path if path.is_absolute() else Path(settings.data_dir) / path
     path.unlink(missing_ok=True)

@@ -10,7 +10,7 @@ from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
 from reid.service.inputs import build_filters
-from reid.service.routes.deps import embedder_of, gallery_of, read_files, require_key, settings_of
+from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.routes.gallery import is_video
 from reid.service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, item_fields
 from reid.service.uploads import BadInput, expand, read_clip
@@ -21,6 +21,9 @@ router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], response
 @router.post("/query", response_model=QueryResponse)
 async def query(
     request: Request,
+    settings: SettingsDep,
+    gallery: GalleryDep,
+    embedder: EmbedderDep,
     files: Annotated[
         list[UploadFile], File(min_length=1, description="one image, several frames of one person, or a clip "
                                "(each non-empty: a zero-byte file gets 400)")
@@ -38,11 +41,9 @@ async def query(
 ) -> QueryResponse:
     """Rank gallery items by similarity to the query person."""
     t0 = time.perf_counter()
-    settings = settings_of(request)
     filters = build_filters(cameras, exclude_cameras, since, until)
     if not files:
         raise BadInput("no files uploaded (use the multipart field 'files')")
-    embedder, gallery = embedder_of(request), gallery_of(request)
     if len(files) == 1 and await is_video(files[0]):
         data = await files[0].read()
         if not data:
