@@ -146,7 +146,7 @@ def intel_run(cfg: PipelineConfig, embedder) -> dict:
 # ------------------------------------------------------------------------------------- 3. PRW
 def prw_run(cfg: PipelineConfig, embedder, settings, work: Path, grid: Path | None) -> dict:
     from reid.service.gallery import Gallery
-    from reid.service.jobs import commit_result
+    from reid.service.records import commit_result
 
     frames = sorted((PRW / "data/samples").glob("*.jpg"))
     data = work / "data"

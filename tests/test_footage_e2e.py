@@ -30,7 +30,7 @@ def test_prw_frames_indexed_then_person_0001_found_first(tmp_path: Path) -> None
     nanodet = shared_path("weights", "nanodet", "nanodet_m.onnx")
     from reid.service.embedder import Embedder
     from reid.service.gallery import Gallery
-    from reid.service.jobs import commit_result
+    from reid.service.records import commit_result
     from reid.service.settings import Settings
 
     settings = Settings(model=REPO / "reid" / "models" / "default", data_dir=tmp_path / "data", intra_op_threads=1)

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             raise
         app.state.embedder, app.state.gallery = embedder, gallery
         log.info("footage detector: %s", describe_detector(settings.detector))
-        for hook in app.state.on_ready:  # e.g. the Redis result consumer (reid/service/queue_redis.py)
+        for hook in app.state.on_ready:  # e.g. the Redis result consumer (reid/service/footage_jobs.py)
             hook(app)
         app.state.ready = True
         try:
@@ -122,11 +122,11 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.state.on_ready, app.state.on_shutdown = [], []  # callables(app), run inside the lifespan
     app.state.queue_status = None  # callable -> {"backend", "ok", ...}; /readyz and /metrics use it
     if settings.queue == "redis":  # separate `reid worker` processes; the API stays the only writer
-        from reid.service.queue_redis import install_api
+        from reid.service.footage_jobs import install_redis
 
-        install_api(app, settings)
-    else:  # embedded: jobs in SQLite under the data dir, run by this process (reid/service/jobs.py)
-        from reid.service.jobs import install_embedded
+        install_redis(app, settings)
+    else:  # embedded: jobs in SQLite under the data dir, run by this process
+        from reid.service.footage_jobs import install_embedded
 
         install_embedded(app, settings)
 

@@ -6,16 +6,33 @@ Ingestion (:mod:`reid.ingest`) knows nothing of storage; this is where a trackle
 
 from __future__ import annotations
 
+from typing import Any, Protocol
+
 import numpy as np
 
-from reid.ingest.pipeline import FootageResult
+from reid.ingest.pipeline import FootageJob, FootageResult
+from reid.ingest.tracklets import Tracklet
 from reid.service.gallery import Crop
 from reid.service.store import ItemRecord
 
 GalleryEntry = tuple[ItemRecord, np.ndarray, list[Crop]]
 
 
-def gallery_entries(res: FootageResult) -> list[GalleryEntry]:
+class EmbeddedTracklets(Protocol):
+    """A finished job's tracklets: a FootageResult, or the TrackletBatch a Redis worker sent."""
+
+    job: FootageJob
+    footage_id: str
+    tracklets: list[Tracklet]
+    vectors: list[np.ndarray]
+
+
+def _crop(c: Any) -> Crop:
+    """Pixels, or a crop that travelled as JPEG (its bytes are stored as they are)."""
+    return Crop(bgr=c) if isinstance(c, np.ndarray) else Crop(bgr=c.bgr, data=c.data, ext=c.ext)
+
+
+def gallery_entries(res: EmbeddedTracklets) -> list[GalleryEntry]:
     """One tracklet item per embedded tracklet; times are absolute when the job gave a start time."""
     job = res.job
     entries: list[GalleryEntry] = []
@@ -30,5 +47,19 @@ def gallery_entries(res: FootageResult) -> list[GalleryEntry]:
                          source=job.source or job.path.name, footage_id=res.footage_id,
                          frame_start=tl.frame_start, frame_end=tl.frame_end, box=tl.box, meta=meta,
                          n_frames=len(tl.crops))
-        entries.append((rec, vec, [Crop(bgr=c) for c in tl.crops]))
+        entries.append((rec, vec, [_crop(c) for c in tl.crops]))
     return entries
+
+
+def commit_result(gallery: Any, res: FootageResult) -> dict[str, Any]:
+    """One transaction for the whole footage; nothing when that footage is already indexed.
+    Returns the job's stats with what was indexed."""
+    entries = gallery_entries(res)
+    added = gallery.add_records(entries, unless_footage=res.footage_id) if entries else []
+    stats = res.stats()
+    stats["tracklets"] = len(added)
+    if entries and not added:
+        stats["already_indexed"] = True
+        stats["tracklets"] = gallery.store.count_footage(res.footage_id)
+    stats["item_ids"] = [r.id for r in added][:1000]
+    return stats

@@ -49,7 +49,7 @@ def index_footage(path: Path, camera: str, ts: float | None, meta: dict[str, Any
     from reid.ingest.decode import Footage, FootageError, content_hash
     from reid.ingest.detect import DetectorError
     from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
-    from reid.service.jobs import commit_result
+    from reid.service.records import commit_result
 
     try:  # check the footage before loading the model: a bad file fails fast
         Footage(path, fps=fps or settings.footage_fps, max_pixels=settings.footage_max_pixels)

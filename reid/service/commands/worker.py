@@ -32,9 +32,10 @@ def worker_command(
 
     settings = settings_from(model=model, data_dir=data_dir)
     if settings.queue == "redis":
-        from reid.service.queue_redis import QueueUnavailable, check_worker, run_worker
+        from reid.jobs.redis_queue import QueueUnavailable
+        from reid.service.footage_jobs import check_redis_worker, run_redis_worker
 
-        problems = check_worker(settings) if check else []
+        problems = check_redis_worker(settings) if check else []
     else:
         try:
             resolve_model(settings.model)
@@ -50,11 +51,11 @@ def worker_command(
     configure_logging(settings.log_level, settings.log_json)
     stop = _stop_on_signals()
     if settings.queue != "redis":
-        from reid.service.jobs import run_embedded_worker
+        from reid.service.footage_jobs import run_embedded_worker
 
         run_embedded_worker(settings, stop=stop)
         return
     try:
-        run_worker(settings, stop=stop)
+        run_redis_worker(settings, stop=stop)
     except (QueueUnavailable, ModelError) as e:
         fail(str(e))

@@ -10,6 +10,7 @@ from fastapi import APIRouter, Depends, Query
 from fastapi import Path as PathParam
 from pydantic import BaseModel, Field
 
+from reid.jobs.model import Job
 from reid.service.routes.deps import JobsDep, SettingsDep, require_key
 from reid.service.schemas import ERROR_RESPONSES, JobState, Offset
 from reid.service.uploads import BadInput
@@ -49,17 +50,14 @@ def _dt(ts: float | None) -> datetime | None:
     return datetime.fromtimestamp(ts, timezone.utc) if ts is not None else None
 
 
-def job_out(j: dict[str, Any]) -> JobOut:
-    p, r = j.get("params") or {}, j.get("result") or {}
+def job_out(j: Job) -> JobOut:
+    p, r = j.params, j.result
     return JobOut(
-        id=j["id"], state=j["state"], kind=j.get("kind", "footage"), camera=p.get("camera"),
-        filename=p.get("filename"), start=_dt(p.get("start")), progress=float(j.get("progress") or 0.0),
-        frames_done=r.get("frames_done"), frames_total=r.get("frames_total"), fps=r.get("fps"),
+        id=j.id, state=j.state, kind=j.kind, camera=p.camera or None, filename=p.filename, start=_dt(p.start),
+        progress=j.progress, frames_done=r.get("frames_done"), frames_total=r.get("frames_total"), fps=r.get("fps"),
         realtime=r.get("realtime"), tracklets=r.get("tracklets"), already_indexed=bool(r.get("already_indexed")),
-        errors=list(j.get("errors") or []),
-        result={k: v for k, v in r.items() if k not in ("item_ids",)},
-        created=_dt(j.get("created")), started=_dt(j.get("started")), finished=_dt(j.get("finished")),
-        attempts=j.get("attempts"),
+        errors=list(j.errors), result={k: v for k, v in r.items() if k != "item_ids"},
+        created=_dt(j.created), started=_dt(j.started), finished=_dt(j.finished), attempts=j.attempts,
     )
 
 
@@ -72,7 +70,7 @@ def list_jobs(
 ) -> JobList:
     """Footage jobs, newest first."""
     jobs = q.list(limit=limit, offset=offset, state=state)
-    total = q.total(state) if hasattr(q, "total") else (q.counts().get(state, 0) if state else sum(q.counts().values()))
+    total = q.total(state)
     return JobList(jobs=[job_out(j) for j in jobs], total=total)
 
 
@@ -94,15 +92,12 @@ def cancel_job(q: JobsDep, settings: SettingsDep, job_id: JobId) -> JobOut:
     q.cancel(job_id)
     j = q.get(job_id)
     assert j is not None
-    if before["state"] == "queued" and j["state"] == "cancelled":
+    if before.state == "queued" and j.state == "cancelled":
         _drop_upload(settings, j)  # no worker will ever open it (a running job's worker cleans up itself)
     return job_out(j)
 
 
-def _drop_upload(settings: Any, job: dict[str, Any]) -> None:
-    params = job.get("params") or {}
-    if not (params.get("delete_after") and params.get("path")):
-        return
-    path = Path(params["path"])  # the Redis queue stores it relative to the data dir
-    path = path if path.is_absolute() else Path(settings.data_dir) / path
-    path.unlink(missing_ok=True)
+def _drop_upload(settings: Any, job: Job) -> None:
+    if job.params.delete_after and job.params.path:
+        path = Path(job.params.path)  # the Redis queue stores it relative to the data dir
+        (path if path.is_absolute() else Path(settings.data_dir) / path).unlink(missing_ok=True)
