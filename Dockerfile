@@ -14,9 +14,6 @@ ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
 COPY pyproject.toml README.md* ./
 COPY reid ./reid
-COPY service ./service
-COPY models ./models
-COPY training ./training
 RUN pip wheel --no-deps --wheel-dir /pkg . \
  && pip wheel --wheel-dir /wheels "$(ls /pkg/*.whl)[${EXTRAS}]"
 
@@ -38,10 +35,9 @@ RUN pip install "$(ls /pkg/*.whl)[${EXTRAS}]" \
  && pip uninstall -y onnxruntime faiss-cpu \
  && pip install "onnxruntime-gpu>=1.19" "faiss-gpu-cu12>=1.8" \
  && rm -rf /pkg
-# The shipped model, where REID_MODEL's default (models/default, relative to WORKDIR) finds it, and
-# models/default-fp32, the input for `reid quantize` (v2.0 ships in FP32, so the two are the same file).
-COPY models/default /app/models/default
-COPY models/default-fp32 /app/models/default-fp32
+# The shipped model is package data (reid/models/default, REID_MODEL's default); models/default-fp32
+# is the input for `reid quantize` (v2.0 ships in FP32, so the two are the same file).
+COPY reid/models/default-fp32 /app/models/default-fp32
 # The default person detector (pinned YOLOX-nano, Apache-2.0) is fetched at build time, never at run time.
 ENV REID_CACHE=/app/cache
 RUN reid fetch-detector
@@ -63,7 +59,6 @@ COPY --from=build /pkg /pkg
 COPY --from=build /wheels /wheels
 ARG EXTRAS=redis
 RUN pip install --no-index --find-links /wheels "$(ls /pkg/*.whl)[${EXTRAS}]" && rm -rf /pkg /wheels
-COPY models/default /app/models/default
 ENV REID_CACHE=/app/cache
 RUN reid fetch-detector
 RUN useradd --system --uid 10001 --home-dir /data --shell /usr/sbin/nologin reid \

@@ -80,8 +80,8 @@ class ModelRow:
 
 
 MODELS = {
-    "v2": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, FP32 (shipped default)", "models/default",
-                   "models/default/training_log.csv", "reid train configs/mobilenetv2_ibn_multi.yaml",
+    "v2": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, FP32 (shipped default)", "reid/models/default",
+                   "reid/models/default/training_log.csv", "reid train configs/mobilenetv2_ibn_multi.yaml",
                    ("cuhk03", "market", "duke")),
     "cm2duke": ModelRow("v2.0 recipe without Duke (cross-domain dev run), FP32", "runs/mobilenetv2_ibn_cm2duke/export",
                         "runs/mobilenetv2_ibn_cm2duke/log.csv", "reid train configs/mobilenetv2_ibn_cm2duke.yaml",
@@ -110,8 +110,8 @@ def train_minutes(log: str) -> str:
 
 def embed_speeds(models: list[tuple[Path, bool]], images: list) -> list[float]:
     """img/s per model, measured round-robin (3 rounds, best kept) so load changes hit all alike."""
-    from models.preprocess import PreprocessSpec
-    from training.evaluate import OnnxEmbedder
+    from reid.models.preprocess import PreprocessSpec
+    from reid.training.evaluate import OnnxEmbedder
 
     embedders = [OnnxEmbedder(m, spec=PreprocessSpec(height=256, width=128) if foreign else None, batch_size=64)
                  for m, foreign in models]
@@ -228,7 +228,7 @@ def main() -> None:
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     measure(keys, sets, results)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else results
-    from models.preprocess import read_image
+    from reid.models.preprocess import read_image
 
     crops = sorted((SHARED / "data" / "cuhk03" / "val").glob("*.jpg"))[:512]
     present = [k for k in MODELS if model_path(MODELS[k]).exists()]

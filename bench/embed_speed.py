@@ -1,9 +1,9 @@
 """Embedding throughput: the service's ONNX Runtime worker vs PyTorch eager on the same network.
 
-The torch model is built from models/default-fp32/model_config.json with models.networks and random
+The torch model is built from reid/models/default-fp32/model_config.json with models.networks and random
 weights (speed only). All runtimes get the same preprocessed batches and the same thread count.
 Rows: ORT graph optimisation levels and an offline-optimised file on the FP32 export, the shipped
-INT8 quantisation of it (models/default, made by `reid quantize`), and the service worker on the
+INT8 quantisation of it (reid/models/default, made by `reid quantize`), and the service worker on the
 shipped model. Accuracy of the FP32 and INT8 files comes from `reid eval` on CUHK03 val in the same
 run, so a speed-up is never reported without its accuracy. Writes bench/embed_speed.md.
 
@@ -87,18 +87,18 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--model", default=str(REPO / "models" / "default-fp32"), help="FP32 model dir")
-    ap.add_argument("--int8", default=str(REPO / "models" / "default"),
+    ap.add_argument("--model", default=str(REPO / "reid" / "models" / "default-fp32"), help="FP32 model dir")
+    ap.add_argument("--int8", default=str(REPO / "reid" / "models" / "default"),
                     help="the shipped model: its INT8 quantisation (reid quantize), or the FP32 file itself")
     ap.add_argument("--out", default=str(REPO / "bench" / "embed_speed.md"))
     args = ap.parse_args()
 
     import torch
 
-    from models.networks import ModelConfig, NormalizedEmbedder, build_model, image_branch
-    from models.preprocess import PreprocessSpec, preprocess, read_onnx_metadata
-    from service.embedder import Embedder
-    from service.settings import Settings
+    from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model, image_branch
+    from reid.models.preprocess import PreprocessSpec, preprocess, read_onnx_metadata
+    from reid.service.embedder import Embedder
+    from reid.service.settings import Settings
 
     model_dir = Path(args.model)
     onnx_path = str(model_dir / "image.onnx")

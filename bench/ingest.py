@@ -30,12 +30,12 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import hardware, write_report  # noqa: E402
 
-from service.footage.decode import Footage  # noqa: E402
-from service.footage.detect import DetectorConfig, make_detector  # noqa: E402
-from service.footage.detector_weights import installed_detector  # noqa: E402
-from service.footage.pipeline import FootageJob, PipelineConfig, process_footage  # noqa: E402
-from service.footage.track import TrackerConfig, iou_matrix  # noqa: E402
-from service.footage.tracklets import TrackletConfig  # noqa: E402
+from reid.ingest.decode import Footage  # noqa: E402
+from reid.ingest.detect import DetectorConfig, make_detector  # noqa: E402
+from reid.ingest.detector_weights import installed_detector  # noqa: E402
+from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage  # noqa: E402
+from reid.ingest.track import TrackerConfig, iou_matrix  # noqa: E402
+from reid.ingest.tracklets import TrackletConfig  # noqa: E402
 
 SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 MOT = SHARED / "data/footage/mot17_mini/train"
@@ -145,8 +145,8 @@ def intel_run(cfg: PipelineConfig, embedder) -> dict:
 
 # ------------------------------------------------------------------------------------- 3. PRW
 def prw_run(cfg: PipelineConfig, embedder, settings, work: Path, grid: Path | None) -> dict:
-    from service.gallery import Gallery
-    from service.jobs import commit_result
+    from reid.service.gallery import Gallery
+    from reid.service.records import commit_result
 
     frames = sorted((PRW / "data/samples").glob("*.jpg"))
     data = work / "data"
@@ -182,7 +182,7 @@ def prw_run(cfg: PipelineConfig, embedder, settings, work: Path, grid: Path | No
             b = det.detect(cv2.imread(str(f))).boxes
             seen += bool(((b[:, 0] <= pt[0]) & (pt[0] <= b[:, 2]) & (b[:, 1] <= pt[1]) & (pt[1] <= b[:, 3])).any())
 
-    recs, total = gal.list(__import__("service.store", fromlist=["Filters"]).Filters(), 0, 10_000)
+    recs, total = gal.list(__import__("reid.service.store", fromlist=["Filters"]).Filters(), 0, 10_000)
     targets = {r.id for r in recs if is_target(r)}
     out = {"tracklets": total, "index_s": index_s, "targets": len(targets), "seen": seen,
            "frames_with_target": len(PRW_0001), "queries": []}
@@ -236,8 +236,8 @@ def save_grid(path: Path, rows, gal, targets: set[int]) -> None:
 
 # ------------------------------------------------------------------------------------- main
 def main() -> None:
-    from service.embedder import Embedder
-    from service.settings import Settings
+    from reid.service.embedder import Embedder
+    from reid.service.settings import Settings
 
     hw = hardware()
     settings = Settings(intra_op_threads=1)
@@ -304,7 +304,7 @@ def main() -> None:
               f"{len(PRW_0001)} of the frames (located by eye; points in `PRW_0001`); a tracklet is hers when "
               "its box contains her point on that frame. *Detected* = her sightings that the detector finds at "
               "all (the ceiling for search). Ranks are over all indexed tracklets; "
-              "the default re-ID model is the project's current `models/default`.", "",
+              "the default re-ID model is the project's current `reid/models/default`.", "",
               f"| detector | tracklets indexed | her sightings detected (of {len(PRW_0001)}) | query "
               "| first hit rank | her ranks | AP |", "|---|---:|---:|---|---:|---|---:|"]
     prw_cfg = dict(tracker=TrackerConfig(min_hits=1, match_iou=1.01, match_iou_low=1.01),

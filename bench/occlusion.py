@@ -1,4 +1,4 @@
-"""Occluded tracklets: mean pooling vs VRSTC pooling (models/vrstc.py) → bench/occlusion.md.
+"""Occluded tracklets: mean pooling vs VRSTC pooling (reid/models/vrstc.py) → bench/occlusion.md.
 
 Synthetic occlusion, reproducible: every tracklet (query and gallery side) of a dev set gets a
 seeded share of its frames (25 % or 50 %, at least one frame when the share is not zero) covered
@@ -9,7 +9,7 @@ copies are written to a scratch folder with the original names and scored with t
 `vrstc`. Real occlusion: MOT17-mini ground-truth tracks at any visibility (bench/datasets.py
 ``mot17_halves``), first half of each track against the second half, V2V.
 
-    python bench/occlusion.py [--model models/default]
+    python bench/occlusion.py [--model reid/models/default]
 """
 
 from __future__ import annotations
@@ -60,7 +60,7 @@ def occlude(img: np.ndarray, kind: str, rng: random.Random, other: np.ndarray) -
 
 def make_occluded(src: Path, dest: Path, fmt: str, share: float, seed: int) -> Path:
     """Copy of the set's query/gallery with ``share`` of each tracklet's frames occluded."""
-    from training.datasets import load_split, tracklets
+    from reid.training.datasets import load_split, tracklets
 
     split = load_split(src, fmt)
     rng = random.Random(seed)
@@ -86,11 +86,11 @@ def make_occluded(src: Path, dest: Path, fmt: str, share: float, seed: int) -> P
 
 def main() -> None:
     ap = argparse.ArgumentParser()
-    ap.add_argument("--model", default="models/default")
+    ap.add_argument("--model", default="reid/models/default")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--out", default=str(REPO / "bench" / "occlusion.md"))
     args = ap.parse_args()
-    from models.preprocess import read_onnx_metadata
+    from reid.models.preprocess import read_onnx_metadata
 
     meta = read_onnx_metadata(str(REPO / args.model / "image.onnx"))
     sets = [("CUHK03 val", SHARED / "data" / "cuhk03" / "val", "cuhk03")]

@@ -153,10 +153,10 @@ def compare(
 
 
 def milvus_rows(n: int, chunks, q: np.ndarray, ids_e: np.ndarray, base: float, label: str) -> list[dict]:
-    """The service's Milvus backend (service/index_milvus.py) on embedded Milvus Lite: FLAT, plus
+    """The service's Milvus backend (reid/service/index_milvus.py) on embedded Milvus Lite: FLAT, plus
     IVF_FLAT (nprobe sweep) and, up to 100k, HNSW (ef sweep), each filled through the same client."""
-    from service.index_milvus import MilvusIndex
-    from service.store import IndexRows
+    from reid.service.index_milvus import MilvusIndex
+    from reid.service.store import IndexRows
 
     nlist = nlist_for(n)
     kinds: list[tuple[str, dict, tuple]] = [("FLAT", {}, ({},)),
@@ -205,9 +205,9 @@ def search_only(sizes: list[int], nq: int, threads: int, search_threads: int, hn
 def real_embeddings(threads: int, search_threads: int) -> list[dict]:
     """The same comparison on real embeddings: every CUHK03 crop in ../shared through the default model;
     queries are the camera-A crops of val, the gallery everything else."""
-    from models.preprocess import read_image
-    from service.embedder import Embedder
-    from service.settings import Settings
+    from reid.models.preprocess import read_image
+    from reid.service.embedder import Embedder
+    from reid.service.settings import Settings
 
     root = REPO.parent / "shared" / "data" / "cuhk03"
     paths = sorted(root.glob("*/*.jpg"))
@@ -225,11 +225,11 @@ def real_embeddings(threads: int, search_threads: int) -> list[dict]:
 
 def populate(data_dir: Path, n: int) -> None:
     """A gallery of n synthetic items written straight into SQLite (no crops: search benchmark)."""
-    from service.embedder import file_digest, resolve_model
-    from service.gallery import DB_NAME
-    from service.store import ItemRecord, Store
+    from reid.service.embedder import file_digest, resolve_model
+    from reid.service.gallery import DB_NAME
+    from reid.service.store import ItemRecord, Store
 
-    image, video = resolve_model(REPO / "models" / "default")
+    image, video = resolve_model(REPO / "reid" / "models" / "default")
     mid = file_digest(image, video)
     store = Store(data_dir / DB_NAME, "NORMAL")
     store.set_meta("model_id", mid)

@@ -1,4 +1,4 @@
-"""Peak memory and time of k-reciprocal re-ranking (training/rerank.py, k1=20, k2=6, λ=0.3) for
+"""Peak memory and time of k-reciprocal re-ranking (reid/training/rerank.py, k1=20, k2=6, λ=0.3) for
 Q × G problems up to 20 000 × 20 000, each size in a fresh process (peak RSS from getrusage).
 Synthetic clustered 512-d embeddings: ~10 items per identity. Writes bench/rerank_memory.md.
 
@@ -21,7 +21,7 @@ CHILD = """
 import json, resource, sys, time
 import numpy as np
 sys.path.insert(0, {repo!r})
-from training.rerank import k_reciprocal_rerank
+from reid.training.rerank import k_reciprocal_rerank
 n = {n}
 rng = np.random.default_rng(0)
 ids = rng.integers(0, max(2 * n // 10, 1), 2 * n)

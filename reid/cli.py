@@ -3,8 +3,8 @@ happen inside the commands so ``reid --help`` is instant and serving installs ne
 
 import typer
 
-from service.cli import register as register_service
-from training.cli import register as register_training
+from reid.service.commands import register as register_service
+from reid.training.cli import register as register_training
 
 app = typer.Typer(help="Person re-identification search: train, evaluate, export, index and serve.",
                   no_args_is_help=True, pretty_exceptions_show_locals=False)

@@ -35,7 +35,7 @@ def cuhk03_val() -> Path:
 @pytest.fixture
 def yolox_onnx() -> Path:
     """The pinned YOLOX-nano installed by `reid fetch-detector` (skip when it is not installed)."""
-    from service.footage.detector_weights import installed_detector
+    from reid.ingest.detector_weights import installed_detector
 
     path = installed_detector()
     if path is None:

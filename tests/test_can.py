@@ -1,4 +1,4 @@
-"""CAN's cross-attention module (models/can.py) on hand-built maps, and ONNX parity of the pair
+"""CAN's cross-attention module (reid/models/can.py) on hand-built maps, and ONNX parity of the pair
 scorer. (The trained second stage and `rerank=can` in the service are not built yet: issue 11.)"""
 
 from __future__ import annotations
@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 import torch
 
-from models.can import CrossAttention, PairScorer, pair_scores
+from reid.models.can import CrossAttention, PairScorer, pair_scores
 
 
 def _maps(seed: int = 0, b: int = 2, c: int = 16, h: int = 8, w: int = 4) -> torch.Tensor:

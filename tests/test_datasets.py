@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import scipy.io
 
-from training.datasets import DatasetError, load_split, tracklets
-from training.evaluate import mode_items
+from reid.training.datasets import DatasetError, load_split, tracklets
+from reid.training.evaluate import mode_items
 
 RNG = np.random.default_rng(0)
 

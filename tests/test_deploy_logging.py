@@ -1,4 +1,4 @@
-"""JSON logs and request ids (service/logging.py)."""
+"""JSON logs and request ids (reid/service/logging.py)."""
 
 from __future__ import annotations
 
@@ -9,7 +9,7 @@ import logging
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.logging import JsonFormatter, RequestIdMiddleware, request_id_var
+from reid.service.logging import JsonFormatter, RequestIdMiddleware, request_id_var
 
 
 def _capture() -> tuple[logging.Logger, io.StringIO]:

@@ -16,7 +16,7 @@ import pytest
 from typer.testing import CliRunner
 
 from reid.cli import app
-from service.footage import detector_weights as dw
+from reid.ingest import detector_weights as dw
 from tests.conftest import free_port
 
 

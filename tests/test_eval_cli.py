@@ -54,7 +54,7 @@ def _counts(folder: Path) -> tuple[int, int]:
 
 
 def test_default_model_i2i(small_val):
-    code, out = _run("--model", str(REPO / "models" / "default"), "--data", str(small_val))
+    code, out = _run("--model", str(REPO / "reid" / "models" / "default"), "--data", str(small_val))
     assert code == 0, out
     r = _json(out)
     nq, ng = _counts(small_val)
@@ -82,7 +82,7 @@ def test_foreign_onnx_with_explicit_preprocessing(small_val, osnet_onnx, tmp_pat
 
 
 def test_options_rerank_aqe_flip_trapezoid(small_val):
-    base = ["--model", str(REPO / "models" / "default"), "--data", str(small_val)]
+    base = ["--model", str(REPO / "reid" / "models" / "default"), "--data", str(small_val)]
     code, out = _run(*base)
     plain = _json(out)
     code, out = _run(*base, "--rerank", "--k1", "10", "--k2", "3", "--lambda", "0.3", "--aqe", "--flip",
@@ -111,7 +111,7 @@ def test_foreign_onnx_without_preprocessing_is_a_cli_error(small_val, osnet_onnx
 def test_bad_input_is_a_cli_error(small_val, tmp_path, args, message):
     bad_model = tmp_path / "weights.bin"
     bad_model.write_bytes(b"not a model")
-    subs = {"model": str(REPO / "models" / "default"), "data": str(small_val), "bad_model": str(bad_model)}
+    subs = {"model": str(REPO / "reid" / "models" / "default"), "data": str(small_val), "bad_model": str(bad_model)}
     code, out = _run(*[a.format(**subs) for a in args])
     assert code == 2, out
     assert message in " ".join(out.split()) and "Traceback" not in out
@@ -124,7 +124,7 @@ def test_unreadable_image_is_named(tmp_path):
     for name in ("0001_00", "0001_05", "0002_00", "0002_05"):
         cv2.imwrite(str(folder / f"{name}.jpg"), img)
     (folder / "0002_06.jpg").write_bytes(b"garbage")
-    code, out = _run("--model", str(REPO / "models" / "default"), "--data", str(folder))
+    code, out = _run("--model", str(REPO / "reid" / "models" / "default"), "--data", str(folder))
     assert code == 2 and "0002_06.jpg" in " ".join(out.split())
 
 
@@ -133,7 +133,7 @@ def test_checkpoint_model(small_val, tmp_path, arch, mode):
     """A training checkpoint is evaluated through TorchEmbedder (TKP: its video branch for tracklets)."""
     import torch
 
-    from models.networks import ModelConfig, build_model
+    from reid.models.networks import ModelConfig, build_model
 
     tiny = tmp_path / "val"
     tiny.mkdir()
@@ -155,7 +155,7 @@ def test_onnx_evaluation_needs_no_torch():
     import subprocess
     import sys
 
-    code = ("import sys; from training.evaluate import load_embedder, evaluate; import training.rerank, "
-            "training.visualize; load_embedder('models/default'); assert 'torch' not in sys.modules")
+    code = ("import sys; from reid.training.evaluate import load_embedder, evaluate; import reid.training.rerank, "
+            "reid.training.visualize; load_embedder('reid/models/default'); assert 'torch' not in sys.modules")
     r = subprocess.run([sys.executable, "-c", code], cwd=REPO, capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr

@@ -21,11 +21,11 @@ import torch
 from conftest import REPO, SHARED
 from torch import nn
 
-from models.export import export_checkpoint, export_model, parity
-from models.ia import CIA, SIA
-from models.networks import ModelConfig, NormalizedEmbedder, build_model, image_branch, video_branch
-from models.nonlocal_block import NonLocalBlock
-from models.preprocess import META_KEYS, PreprocessSpec, preprocess, read_image, read_onnx_metadata
+from reid.models.export import export_checkpoint, export_model, parity
+from reid.models.ia import CIA, SIA
+from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model, image_branch, video_branch
+from reid.models.nonlocal_block import NonLocalBlock
+from reid.models.preprocess import META_KEYS, PreprocessSpec, preprocess, read_image, read_onnx_metadata
 
 TOL = 1e-4
 IMAGENET = SHARED / "weights" / "mobilenetv2_imagenet.pt"
@@ -287,7 +287,7 @@ def test_cli_export_missing_checkpoint(tmp_path: Path):
 def test_bad_checkpoints_give_clear_errors(tmp_path: Path):
     """Not a checkpoint at all, a foreign checkpoint, and weights that do not fit the config; the CLI
     turns these into a one-line error (checked once, in a subprocess, for the last case)."""
-    from models.networks import load_checkpoint
+    from reid.models.networks import load_checkpoint
 
     junk = tmp_path / "junk.pt"
     junk.write_bytes(b"\x00not a checkpoint" * 10)

@@ -9,10 +9,10 @@ from pathlib import Path
 
 import cv2
 
-from service.footage.detect import DetectorConfig
-from service.footage.pipeline import FootageJob, PipelineConfig, process_footage
-from service.footage.track import TrackerConfig
-from service.footage.tracklets import TrackletConfig
+from reid.ingest.detect import DetectorConfig
+from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
+from reid.ingest.track import TrackerConfig
+from reid.ingest.tracklets import TrackletConfig
 from tests.conftest import REPO, shared_path
 
 # Person 0001 located by eye (full-resolution point on her body), as in bench/ingest.py.
@@ -28,12 +28,12 @@ def test_prw_frames_indexed_then_person_0001_found_first(tmp_path: Path) -> None
     samples = shared_path("data", "footage", "prw", "data", "samples")
     query = shared_path("data", "footage", "prw", "query", "0001_c1s1_001051_00.jpg")
     nanodet = shared_path("weights", "nanodet", "nanodet_m.onnx")
-    from service.embedder import Embedder
-    from service.gallery import Gallery
-    from service.jobs import commit_result
-    from service.settings import Settings
+    from reid.service.embedder import Embedder
+    from reid.service.gallery import Gallery
+    from reid.service.records import commit_result
+    from reid.service.settings import Settings
 
-    settings = Settings(model=REPO / "models" / "default", data_dir=tmp_path / "data", intra_op_threads=1)
+    settings = Settings(model=REPO / "reid" / "models" / "default", data_dir=tmp_path / "data", intra_op_threads=1)
     # still frames ≥ 1 s apart: no tracking, every detection is a tracklet
     cfg = PipelineConfig(detector=DetectorConfig(name=str(nanodet)), detect_stride=1,
                          tracker=TrackerConfig(min_hits=1, match_iou=1.01, match_iou_low=1.01),
@@ -50,7 +50,7 @@ def test_prw_frames_indexed_then_person_0001_found_first(tmp_path: Path) -> None
                 names[(cam, i)] = f.stem
             res = process_footage(FootageJob(path=tmp_path / cam, camera=cam, start=1.4e9, fps=1.0), cfg,
                                   embedder.embed_tracklet)
-            assert commit_result(gallery, res)["tracklets"] == len(res.entries) > 0
+            assert commit_result(gallery, res)["tracklets"] == len(res.vectors) > 0
 
         def hers(rec) -> bool:
             for fr, (x, y, w, h) in zip(rec.meta["frames"], rec.meta["boxes"], strict=True):

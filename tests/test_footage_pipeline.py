@@ -10,8 +10,8 @@ import cv2
 import numpy as np
 import pytest
 
-from service.footage.decode import Footage, FootageError, content_hash, is_footage
-from service.footage.detect import (
+from reid.ingest.decode import Footage, FootageError, content_hash, is_footage
+from reid.ingest.detect import (
     Detections,
     DetectorConfig,
     HogDetector,
@@ -22,9 +22,10 @@ from service.footage.detect import (
     nms,
     sniff_format,
 )
-from service.footage.pipeline import FootageJob, PipelineConfig, process_footage
-from service.footage.track import Tracker, TrackerConfig, iou_matrix
-from service.footage.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
+from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
+from reid.ingest.track import Tracker, TrackerConfig, iou_matrix
+from reid.ingest.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
+from reid.service.records import gallery_entries
 from tests.conftest import shared_path
 
 INTEL = ("data", "footage", "intel")
@@ -236,7 +237,7 @@ def test_nms_and_unknown_detector() -> None:
                    np.array([0.9, 0.8, 0.7], np.float32))
     kept = nms(d, 0.5)
     assert len(kept) == 2 and kept.scores.tolist() == pytest.approx([0.9, 0.7])
-    from service.footage.detect import DetectorError
+    from reid.ingest.detect import DetectorError
 
     with pytest.raises(DetectorError, match="not found"):
         make_detector(DetectorConfig(name="/nope/detector.onnx"))
@@ -279,7 +280,7 @@ def _img(sharp: bool) -> np.ndarray:
 
 
 def test_tracklets_are_cut_filtered_and_frames_chosen() -> None:
-    from service.footage.track import Match
+    from reid.ingest.track import Match
 
     out = []
     b = TrackletBuilder(TrackletConfig(min_frames=3, min_height=64, max_seconds=2.0, embed_frames=4), out.append)
@@ -323,8 +324,9 @@ def test_pipeline_indexes_a_person_walking_in(tmp_path: Path) -> None:
     res = process_footage(job, PipelineConfig(max_age_s=1.5), _embed,
                           progress=lambda p: seen.append(p) or True, progress_every_s=0.0)
     assert res.info.n_frames == 80 and res.frames_done >= 79
-    assert len(res.entries) >= 1
-    rec, vec, crops = res.entries[0]
+    entries = gallery_entries(res)
+    assert len(entries) == len(res.tracklets) >= 1
+    rec, vec, crops = entries[0]
     assert rec.kind == "tracklet" and rec.camera == "lobby" and rec.meta["site"] == "hq"
     assert start <= rec.ts_start < rec.ts_end <= start + 8.0
     assert rec.footage_id == content_hash(clip) and rec.frame_start < rec.frame_end
@@ -342,7 +344,7 @@ def test_pipeline_on_a_video_without_people(tmp_path: Path) -> None:
         w.write((rng.normal(120, 3, (240, 320, 3))).clip(0, 255).astype(np.uint8))
     w.release()
     res = process_footage(FootageJob(path=p, camera="c"), PipelineConfig(), _embed)
-    assert res.entries == [] and res.frames_done == 30 and res.errors == []
+    assert res.vectors == [] and res.frames_done == 30 and res.errors == []
 
 
 def test_truncated_video_keeps_what_decodes(tmp_path: Path) -> None:

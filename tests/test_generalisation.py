@@ -16,15 +16,15 @@ import pytest
 import torch
 from conftest import REPO
 
-from models.export import export_model
-from models.ibn import IBN, convert_first_batchnorm
-from models.networks import ModelConfig, NormalizedEmbedder, build_model
-from models.preprocess import PreprocessSpec
-from training.config import config_from_dict
-from training.datasets import Sample, Split, combine_train, load_split
-from training.engine import Trainer
-from training.sampler import RandomIdentitySampler
-from training.transforms import AugmentConfig, Augmenter, ImageTrainSet, color_jitter
+from reid.models.export import export_model
+from reid.models.ibn import IBN, convert_first_batchnorm
+from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model
+from reid.models.preprocess import PreprocessSpec
+from reid.training.config import config_from_dict
+from reid.training.datasets import Sample, Split, combine_train, load_split
+from reid.training.engine import Trainer
+from reid.training.sampler import RandomIdentitySampler
+from reid.training.transforms import AugmentConfig, Augmenter, ImageTrainSet, color_jitter
 
 # ------------------------------------------------------------------------------- several datasets
 

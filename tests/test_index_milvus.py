@@ -13,11 +13,11 @@ import pytest
 
 pytest.importorskip("pymilvus", reason="pip install 'reid-search[milvus]'")
 
-from service.embedder import Embedder  # noqa: E402
-from service.gallery import Gallery  # noqa: E402
-from service.index_milvus import MilvusIndex, milvus_filter  # noqa: E402
-from service.settings import Settings  # noqa: E402
-from service.store import Filters, ItemRecord, Store  # noqa: E402
+from reid.service.embedder import Embedder  # noqa: E402
+from reid.service.gallery import Gallery  # noqa: E402
+from reid.service.index_milvus import MilvusIndex, milvus_filter  # noqa: E402
+from reid.service.settings import Settings  # noqa: E402
+from reid.service.store import Filters, ItemRecord, Store  # noqa: E402
 from tests.test_service_core import crops  # noqa: E402
 
 DIM = 16
@@ -25,9 +25,9 @@ DIM = 16
 SECOND_PROCESS = """
 import json, sys
 import numpy as np
-from service.embedder import Embedder
-from service.gallery import Gallery
-from service.settings import Settings
+from reid.service.embedder import Embedder
+from reid.service.gallery import Gallery
+from reid.service.settings import Settings
 from tests.test_service_core import crops
 s = Settings(data_dir=sys.argv[1], intra_op_threads=1, index_backend="milvus")
 e = Embedder(s)
@@ -97,7 +97,7 @@ def test_pushed_down_filters_select_what_sql_selects(milvus_db, tmp_path, f: Fil
 def test_same_answers_as_faiss_and_restart_replays_missed_writes(milvus_db, tmp_path) -> None:
     rng = np.random.default_rng(1)
     store, vecs = fill_store(tmp_path / "g.sqlite", rng)
-    from service.index import VectorIndex
+    from reid.service.index import VectorIndex
 
     flat = VectorIndex(DIM)
     flat.build(store)

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from training.losses import (
+from reid.training.losses import (
     batch_hard_triplet,
     label_smoothed_ce,
     pairwise_distance,

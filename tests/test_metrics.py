@@ -6,7 +6,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import cosine_distance, evaluate_ranking, l2_normalize
+from reid.training.metrics import cosine_distance, evaluate_ranking, l2_normalize
 
 
 def test_single_query_known_ap_cmc_minp():

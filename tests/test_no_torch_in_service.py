@@ -48,11 +48,11 @@ def try_import(mod):
         failures[mod] = f"{type(exc).__name__}: {exc}"
 
 
-import service
+import reid.service
 
-walk = pkgutil.walk_packages(service.__path__, "service.", onerror=lambda n: failures.setdefault(n, "walk"))
-modules = ["service"] + sorted(m.name for m in walk)
-for mod in modules + ["models", "models.preprocess", "reid", "reid.cli"] + extra:
+walk = pkgutil.walk_packages(reid.service.__path__, "reid.service.", onerror=lambda n: failures.setdefault(n, "walk"))
+modules = ["reid.service"] + sorted(m.name for m in walk)
+for mod in modules + ["reid.models", "reid.models.preprocess", "reid", "reid.cli"] + extra:
     try_import(mod)
 
 # `reid --help` and every sub-command's --help, in this interpreter
@@ -95,7 +95,7 @@ def test_serving_code_never_imports_torch():
     assert res["loaded"] == []
     assert res["failures"] == {}, res["failures"]
     # the walk really covered the package, and the CLI help really ran for every command
-    assert {"service.app", "service.embedder", "service.routes.query"} <= set(res["modules"])
+    assert {"reid.service.app", "reid.service.embedder", "reid.service.routes.query"} <= set(res["modules"])
     assert ["--help"] in res["helps"]
     assert {"export", "train", "serve"} <= set(res["commands"]), res["commands"]
     assert len(res["helps"]) == len(res["commands"]) + 1
@@ -103,7 +103,7 @@ def test_serving_code_never_imports_torch():
 
 def test_checker_catches_a_torch_import():
     """The guard itself works: a module that imports torch is reported, with who imported it."""
-    res = run_checker(extra=["models.backbones"])
-    assert any(a.startswith("torch") and "models/backbones.py" in a for a in res["attempts"]), res["attempts"]
-    assert "models.backbones" in res["failures"]
+    res = run_checker(extra=["reid.models.backbones"])
+    assert any(a.startswith("torch") and "reid/models/backbones.py" in a for a in res["attempts"]), res["attempts"]
+    assert "reid.models.backbones" in res["failures"]
     assert res["loaded"] == []

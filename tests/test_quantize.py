@@ -1,4 +1,4 @@
-"""INT8 quantisation (`reid quantize`, models/quantize.py) and what the shipped default is.
+"""INT8 quantisation (`reid quantize`, reid/models/quantize.py) and what the shipped default is.
 
 These tests check that quantised graphs really are INT8 where they say so, FP32 where they say so,
 and that their embeddings agree with the FP32 model's on crops the quantiser never saw."""
@@ -18,11 +18,11 @@ import onnxruntime as ort
 import pytest
 from conftest import REPO, shared_path
 
-from models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata
-from models.quantize import QuantizeError, image_files, quantize_model
+from reid.models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata
+from reid.models.quantize import QuantizeError, image_files, quantize_model
 
-DEFAULT = REPO / "models" / "default"
-FP32 = REPO / "models" / "default-fp32"
+DEFAULT = REPO / "reid" / "models" / "default"
+FP32 = REPO / "reid" / "models" / "default-fp32"
 
 
 def _reid(*args: str) -> subprocess.CompletedProcess:
@@ -52,7 +52,7 @@ def _val_crops(n: int) -> np.ndarray:
 def test_shipped_default_is_the_fp32_export():
     """v2.0's INT8 quantisation missed `reid quantize`'s agreement target (mean cosine 0.995 on
     held-out training crops: best 0.9915 with only layer4 in INT8), so by that rule the FP32 export
-    is what ships (models/default/MODEL_CARD.md)."""
+    is what ships (reid/models/default/MODEL_CARD.md)."""
     assert (DEFAULT / "image.onnx").read_bytes() == (FP32 / "image.onnx").read_bytes()
     meta = read_onnx_metadata(str(DEFAULT / "image.onnx"))
     assert meta.get("reid.precision", "fp32") == "fp32" and meta["reid.version"] == "2.0.0"

@@ -5,8 +5,8 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from training.metrics import cosine_distance, evaluate_ranking, l2_normalize
-from training.rerank import average_query_expansion, k_reciprocal_rerank
+from reid.training.metrics import cosine_distance, evaluate_ranking, l2_normalize
+from reid.training.rerank import average_query_expansion, k_reciprocal_rerank
 
 
 def _lift(points: list[tuple[float, float]]) -> np.ndarray:

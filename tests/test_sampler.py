@@ -7,7 +7,7 @@ from collections import Counter
 import pytest
 from torch.utils.data import BatchSampler
 
-from training.sampler import RandomIdentitySampler
+from reid.training.sampler import RandomIdentitySampler
 
 # identity → number of items: 6, 2 (fewer than K), 4, 9
 PIDS = [10] * 6 + [20] * 2 + [30] * 4 + [40] * 9

@@ -25,7 +25,7 @@ import pytest
 from conftest import free_port
 
 REPO = Path(__file__).resolve().parents[1]
-MODEL = REPO / "models" / "default"
+MODEL = REPO / "reid" / "models" / "default"
 N_IDS = 30
 
 
@@ -113,7 +113,7 @@ def reference_rank1(queries: list[Path], gallery: list[Path]) -> float:
     """rank-1 computed directly (onnxruntime + numpy + models.preprocess), as `reid eval` would."""
     import onnxruntime as ort
 
-    from models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata
+    from reid.models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata
 
     path = str(MODEL / "image.onnx")
     spec = PreprocessSpec.from_metadata(read_onnx_metadata(path))
@@ -250,7 +250,7 @@ def test_rank1_matches_direct_eval_and_persists(server: Server, split) -> None:
     with httpx.Client(base_url=server.url, timeout=60) as c:
         ready = c.get("/readyz").json()
         assert ready["items"] == ready["index_size"] == len(gallery)
-        from models.preprocess import read_onnx_metadata
+        from reid.models.preprocess import read_onnx_metadata
 
         shipped = read_onnx_metadata(str(MODEL / "image.onnx")).get("reid.precision", "fp32")
         assert ready["precision"] == shipped and ready["model"].endswith("image.onnx")  # the shipped default

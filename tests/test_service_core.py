@@ -17,14 +17,14 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from service.embedder import Embedder
-from service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
-from service.index import VectorIndex
-from service.settings import Settings
-from service.store import Filters, ItemRecord, Store
+from reid.service.embedder import Embedder
+from reid.service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
+from reid.service.index import VectorIndex
+from reid.service.settings import Settings
+from reid.service.store import Filters, ItemRecord, Store
 
 REPO = Path(__file__).resolve().parents[1]
-DEFAULT = REPO / "models" / "default"
+DEFAULT = REPO / "reid" / "models" / "default"
 
 
 def settings(tmp: Path, **kw) -> Settings:
@@ -129,7 +129,7 @@ def test_video_model_embeds_tracklets_in_clips(tmp_path: Path) -> None:
         frames = crops(6, seed=1)
         v = e.embed_tracklet(frames)
         # by hand: clips [0..3], [4, 5, 0, 1] → mean colour → linear → normalise → mean → normalise
-        from models.preprocess import preprocess
+        from reid.models.preprocess import preprocess
 
         x = preprocess(frames, e.info.spec)
         w = np.arange(24, dtype=np.float32).reshape(3, 8) / 10 - 1
@@ -259,7 +259,7 @@ def test_gallery_filtered_search_returns_k_when_they_exist(tmp_path: Path, facto
 
 
 def test_model_tie_and_reindex(tmp_path: Path, osnet_onnx: Path, cuhk03_val: Path) -> None:
-    from models.preprocess import read_image
+    from reid.models.preprocess import read_image
 
     s1 = settings(tmp_path)
     e1 = Embedder(s1)

@@ -13,10 +13,10 @@ import pytest
 import torch
 from conftest import REPO
 
-from models.export import export_model, region_count
-from models.networks import ModelConfig
-from models.preprocess import read_onnx_metadata, write_onnx_metadata
-from models.vrstc import VrstcConfig, calibrate_tau, complete, pool, region_scores
+from reid.models.export import export_model, region_count
+from reid.models.networks import ModelConfig
+from reid.models.preprocess import read_onnx_metadata, write_onnx_metadata
+from reid.models.vrstc import VrstcConfig, calibrate_tau, complete, pool, region_scores
 
 
 def _tracklet(t: int = 6, r: int = 4, d: int = 64, noise: float = 0.15, seed: int = 0) -> np.ndarray:
@@ -108,8 +108,8 @@ def _person_crops(n: int, seed: int) -> list[np.ndarray]:
 def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path, tmp_path: Path):
     import shutil
 
-    from service.embedder import Embedder
-    from service.settings import Settings
+    from reid.service.embedder import Embedder
+    from reid.service.settings import Settings
 
     model = tmp_path / "m"
     shutil.copytree(exported, model)
@@ -125,7 +125,7 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
         uncalibrated.close()
     plain = frame_vecs.mean(axis=0) / np.linalg.norm(frame_vecs.mean(axis=0))
     np.testing.assert_allclose(mean_vec, plain, atol=1e-6)
-    from training.evaluate import OnnxEmbedder
+    from reid.training.evaluate import OnnxEmbedder
 
     scores = region_scores(OnnxEmbedder(model).embed_with_regions(frames)[1])
     others = np.delete(scores, 2, axis=0)
@@ -154,15 +154,15 @@ def test_shipped_model_scores_covered_regions_lower():
     bench/occlusion.md's question: on this model it mostly does not, so VRSTC is opt-in.)"""
     from conftest import shared_path
 
-    from models.preprocess import read_image
-    from training.evaluate import OnnxEmbedder
+    from reid.models.preprocess import read_image
+    from reid.training.evaluate import OnnxEmbedder
 
     paths = sorted(shared_path("data", "cuhk03", "val").glob("0003_*.jpg"))[:6]
     clean = [read_image(str(p)) for p in paths]
     occluded = [f.copy() for f in clean]
     for f in occluded[1::3]:
         f[f.shape[0] // 2:] = 128
-    model = OnnxEmbedder(REPO / "models" / "default")
+    model = OnnxEmbedder(REPO / "reid" / "models" / "default")
     assert model.has_regions and model.vrstc_tau is not None
     before = region_scores(model.embed_with_regions(clean)[1])
     after = region_scores(model.embed_with_regions(occluded)[1])

@@ -240,7 +240,7 @@ def test_footage_upload_shows_live_job_progress(server: str, browser, tmp_path: 
 
 def test_page_is_self_contained() -> None:
     """No CDN: every script/style/font the page loads comes from the app itself."""
-    web = REPO / "service" / "web"
+    web = REPO / "reid" / "service" / "web"
     for name in ("index.html", "app.js", "style.css"):
         text = (web / name).read_text()
         assert "http://" not in text and "https://" not in text and "//cdn" not in text, name

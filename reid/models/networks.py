@@ -1,0 +1,214 @@
+"""The re-ID networks: an image net (backbone [+ IA blocks] → GAP → neck → classifier), a video net
+(backbone + non-local blocks → per-frame GAP → temporal mean) and TKP, which pairs the two with one
+shared classifier. All are built from a :class:`ModelConfig`, which a checkpoint stores."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from reid.models.backbones import Backbone, apply_ibn, build_backbone, insert_after
+from reid.models.ia import IABlock
+from reid.models.nonlocal_block import NonLocalBlock
+from reid.models.preprocess import PreprocessSpec
+
+
+@dataclass
+class ModelConfig:
+    """Everything needed to rebuild a network (saved inside checkpoints)."""
+
+    arch: str = "baseline"  # baseline | ianet | tkp
+    backbone: str = "mobilenetv2"
+    last_stride: int = 1
+    pretrained: str | None = "imagenet"  # "imagenet", a file path, or None
+    neck: str = "bn"  # bn | none — BN1d after GAP (IANet) or nothing (TKP code)
+    num_classes: int = 0
+    height: int = 256
+    width: int = 128
+    # IBN-a: half InstanceNorm in each block's first norm layer of these stages (models.ibn)
+    ibn: list[str] = field(default_factory=list)
+    # IA blocks
+    ia_after: list[str] = field(default_factory=lambda: ["layer2", "layer3"])
+    ia_kernel: int = 1
+    ia_temperature: bool = True
+    ia_combine: str = "softmax"
+    ia_sigma_scale: float = 0.625
+    # TKP video net: non-local blocks after these blocks (spec §2.1; MobileNetV2 mapping in README)
+    nl_after: list[str] = field(default_factory=lambda: ["layer2.1", "layer2.2", "layer3.1", "layer3.3",
+                                                         "layer3.5"])
+
+    @classmethod
+    def from_dict(cls, d: dict) -> ModelConfig:
+        known = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        unknown = sorted(set(d) - set(known))
+        if unknown:
+            raise ValueError(f"unknown model config keys: {unknown}")
+        return cls(**known)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @property
+    def preprocess(self) -> PreprocessSpec:
+        return PreprocessSpec(height=self.height, width=self.width)
+
+
+def _backbone(cfg: ModelConfig) -> Backbone:
+    backbone = build_backbone(cfg.backbone, last_stride=cfg.last_stride, weights=cfg.pretrained)
+    if cfg.ibn:
+        apply_ibn(backbone, cfg.ibn)
+    return backbone
+
+
+class ImageNet(nn.Module):
+    """Backbone (+ IA blocks) → GAP → neck. Training returns (logits, feature); eval returns the
+    feature used as the embedding (post-BN for a BN neck, as IANet's code tests on f_bn)."""
+
+    def __init__(self, cfg: ModelConfig, with_ia: bool, classifier: bool = True):
+        super().__init__()
+        self.backbone = _backbone(cfg)
+        if with_ia:
+            for point in cfg.ia_after:
+                insert_after(self.backbone, point, lambda c, _s: IABlock(
+                    c, kernel=cfg.ia_kernel, temperature=cfg.ia_temperature,
+                    combine=cfg.ia_combine, sigma_scale=cfg.ia_sigma_scale))
+        dim = self.backbone.info.out_channels
+        self.embedding_dim = dim
+        self.neck = _neck(cfg.neck, dim)
+        self.classifier = nn.Linear(dim, cfg.num_classes) if classifier and cfg.num_classes else None
+
+    def features(self, x: torch.Tensor) -> torch.Tensor:
+        return self.neck(F.adaptive_avg_pool2d(self.backbone(x), 1).flatten(1))
+
+    def features_and_regions(self, x: torch.Tensor, n_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """(embedding [B, D], regions [B, n, D]): the regions are ``n`` equal horizontal stripes of
+        the feature map, average-pooled and passed through the same (eval-mode, affine) neck, so
+        their mean equals the embedding — what VRSTC's occlusion scoring works on (models.vrstc)."""
+        fmap = self.backbone(x)
+        b, c, h, w = fmap.shape
+        if h % n_regions:
+            raise ValueError(f"feature map height {h} does not split into {n_regions} equal regions")
+        stripes = fmap.reshape(b, c, n_regions, h // n_regions * w).mean(dim=3)  # [B, C, n]
+        regions = self.neck(stripes.transpose(1, 2).reshape(b * n_regions, c)).reshape(b, n_regions, c)
+        return self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), regions
+
+    def forward(self, x: torch.Tensor):
+        f = self.features(x)
+        if self.training and self.classifier is not None:
+            return self.classifier(f), f
+        return f
+
+
+class VideoNet(nn.Module):
+    """Per-frame backbone with non-local blocks between frames, GAP per frame, temporal mean.
+
+    Input [B, T, 3, H, W]. ``frame_features`` gives [B, T, D] (what TKP distils from)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.backbone = _backbone(cfg)
+        for point in cfg.nl_after:
+            insert_after(self.backbone, point, lambda c, _s: NonLocalBlock(c))
+        dim = self.backbone.info.out_channels
+        self.embedding_dim = dim
+        self.neck = _neck(cfg.neck, dim)
+
+    def frame_features(self, clips: torch.Tensor) -> torch.Tensor:
+        b, t = clips.shape[0], clips.shape[1]
+        x = clips.reshape(-1, *clips.shape[2:])
+        for stage in self.backbone.stages.values():
+            for block in stage:
+                x = block(x, t) if getattr(block, "temporal", False) else block(x)
+        f = F.adaptive_avg_pool2d(x, 1).flatten(1)
+        return self.neck(f).reshape(b, t, -1)
+
+    def forward(self, clips: torch.Tensor) -> torch.Tensor:
+        return self.frame_features(clips).mean(dim=1)
+
+
+class TKP(nn.Module):
+    """Temporal knowledge propagation: an image net taught by a video net, one shared classifier.
+    The two nets do not share weights (spec §2.1)."""
+
+    def __init__(self, cfg: ModelConfig, with_ia: bool = False):
+        super().__init__()
+        self.image_net = ImageNet(cfg, with_ia=with_ia, classifier=False)
+        self.video_net = VideoNet(cfg)
+        self.classifier = nn.Linear(self.image_net.embedding_dim, cfg.num_classes)
+        nn.init.normal_(self.classifier.weight, 0.0, 0.001)
+        nn.init.zeros_(self.classifier.bias)
+
+    def forward(self, clips: torch.Tensor):
+        """clips [B, T, 3, H, W] → image frame feats [B·T, D], video frame feats [B, T, D], video
+        feats [B, D] and logits for both (TKP trains the image net on the clip's own frames)."""
+        b, t = clips.shape[:2]
+        img = self.image_net(clips.reshape(b * t, *clips.shape[2:]))
+        vid_frames = self.video_net.frame_features(clips)
+        vid = vid_frames.mean(dim=1)
+        return {"img": img, "vid_frames": vid_frames, "vid": vid,
+                "img_logits": self.classifier(img), "vid_logits": self.classifier(vid)}
+
+
+def _neck(kind: str, dim: int) -> nn.Module:
+    if kind == "bn":
+        bn = nn.BatchNorm1d(dim)
+        return bn
+    if kind == "none":
+        return nn.Identity()
+    raise ValueError(f"unknown neck {kind!r}; use 'bn' or 'none'")
+
+
+def build_model(cfg: ModelConfig) -> nn.Module:
+    if cfg.arch == "baseline":
+        return ImageNet(cfg, with_ia=False)
+    if cfg.arch == "ianet":
+        return ImageNet(cfg, with_ia=True)
+    if cfg.arch == "tkp":
+        return TKP(cfg)
+    raise ValueError(f"unknown arch {cfg.arch!r}; use baseline, ianet or tkp")
+
+
+def image_branch(model: nn.Module) -> ImageNet:
+    return model.image_net if isinstance(model, TKP) else model
+
+
+def video_branch(model: nn.Module) -> VideoNet | None:
+    return model.video_net if isinstance(model, TKP) else None
+
+
+class NormalizedEmbedder(nn.Module):
+    """What gets exported: the eval-mode embedding, L2-normalised inside the graph; with
+    ``n_regions`` (image nets) also the unnormalised region features as a second output."""
+
+    def __init__(self, net: nn.Module, n_regions: int = 0):
+        super().__init__()
+        self.net = net
+        self.n_regions = n_regions
+
+    def forward(self, x: torch.Tensor):
+        if self.n_regions:
+            emb, regions = self.net.features_and_regions(x, self.n_regions)
+            return F.normalize(emb, dim=1), regions
+        return F.normalize(self.net(x), dim=1)
+
+
+def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[nn.Module, ModelConfig, dict]:
+    """Rebuild a model from a training checkpoint (no pretrained download: weights come from it)."""
+    try:
+        ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    except Exception as exc:  # torch raises UnpicklingError/RuntimeError/KeyError on non-checkpoints
+        raise ValueError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
+    if not isinstance(ckpt, dict) or "model_config" not in ckpt:
+        raise ValueError(f"{path} is not a reid checkpoint (no model_config)")
+    cfg = ModelConfig.from_dict({**ckpt["model_config"], "pretrained": None})
+    model = build_model(cfg)
+    try:
+        model.load_state_dict(ckpt["model"])
+    except RuntimeError as exc:  # e.g. saved with another block layout; keep the message short
+        raise ValueError(f"{path}: weights do not match its model_config: "
+                         f"{' '.join(str(exc).split())[:300]}") from exc
+    model.eval()
+    return model, cfg, ckpt

@@ -1,0 +1,51 @@
+"""`reid query IMAGE…`: search the local gallery from the command line."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import typer
+
+from reid.service.commands.common import open_gallery, settings_from
+
+
+def search_images(images: list[Path], top_k: int, filters: Any, settings: Any) -> list[Any]:
+    """The top hits for one query (several images = one query tracklet)."""
+    from reid.service.uploads import BadInput, decode_image
+
+    try:
+        frames = [decode_image(str(p), p.read_bytes(), settings.max_image_pixels).bgr for p in images]
+    except (BadInput, OSError) as e:
+        raise typer.BadParameter(str(getattr(e, "message", e))) from e
+    embedder, gallery = open_gallery(settings)
+    try:
+        q = embedder.embed(frames)[0] if len(frames) == 1 else embedder.embed_tracklet(frames)
+        return gallery.search(q, top_k, filters)
+    finally:
+        gallery.close()
+        embedder.close()
+
+
+def query_command(
+    images: list[Path] = typer.Argument(..., help="query image (several = one query tracklet)"),
+    top_k: int = typer.Option(10, min=1, max=1000, help="hits to print"),
+    camera: list[str] = typer.Option(None, help="only these cameras"),
+    exclude_camera: list[str] = typer.Option(None, help="skip these cameras"),
+    model: Path = typer.Option(None, help="model dir or .onnx (REID_MODEL)"),
+    data_dir: Path = typer.Option(None, help="data directory (REID_DATA_DIR)"),
+) -> None:
+    """Search the local gallery and print the top hits."""
+    from rich.console import Console
+    from rich.table import Table
+
+    from reid.service.store import Filters
+
+    settings = settings_from(model=model, data_dir=data_dir)
+    hits = search_images(images, top_k, Filters(cameras=camera or None, exclude_cameras=exclude_camera or None),
+                         settings)
+    table = Table("rank", "id", "score", "kind", "camera", "source")
+    for r, h in enumerate(hits, 1):
+        table.add_row(str(r), str(h.record.id), f"{h.score:.4f}", h.record.kind, h.record.camera,
+                      h.record.source or h.record.footage_id or "")
+    Console().print(table)

@@ -1,0 +1,480 @@
+"""The gallery facade: the one place that writes and searches the gallery.
+
+A write stores, in one SQLite transaction, the item's metadata, its vector and the paths of its
+crops and thumbnail (files written before the commit), then mirrors the vector into the FAISS
+cache. When ``add_*`` returns, the item is durable: a crash loses nothing and never leaves half an
+item (a crash before the commit leaves at most orphan files, swept at the next start).
+
+Callers (API routes, the footage worker, the CLI) use:
+
+* :meth:`Gallery.add_images` — one item per image.
+* :meth:`Gallery.add_tracklet` — one item for a sequence of crops of one person (footage).
+* :meth:`Gallery.search`, :meth:`Gallery.get`, :meth:`Gallery.list`, :meth:`Gallery.delete`.
+
+Crops are kept on disk (``items/<bucket>/<id>/``) so ``reid reindex`` can re-embed with a new model.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import logging
+import os
+import shutil
+import threading
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import IO, Any
+
+import cv2
+import numpy as np
+
+from reid.service.embedder import Embedder, ModelInfo
+from reid.service.index import VectorIndex
+from reid.service.index_milvus import MilvusIndex
+from reid.service.store import Filters, ItemRecord, Store
+
+log = logging.getLogger(__name__)
+
+DB_NAME = "reid.sqlite3"
+LOCK_NAME = "gallery.lock"
+
+
+class DataDirBusy(RuntimeError):
+    """Another process holds the data directory in a way that excludes this use."""
+
+
+def lock_data_dir(data_dir: Path, exclusive: bool) -> IO:
+    """flock ``data_dir/gallery.lock``: every open Gallery holds it shared and ``reid reindex``
+    exclusively, so a re-embed can never run under a live server, indexer or worker. The kernel
+    drops the lock when its process dies (even by SIGKILL), so a crash leaves nothing stale."""
+    data_dir.mkdir(parents=True, exist_ok=True)
+    f = open(data_dir / LOCK_NAME, "a+")  # noqa: SIM115 (held for the Gallery's lifetime)
+    try:
+        fcntl.flock(f, (fcntl.LOCK_EX if exclusive else fcntl.LOCK_SH) | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.close()
+        if exclusive:
+            raise DataDirBusy(f"{data_dir} is in use by a running `reid serve`, `reid index` or `reid worker`; "
+                              "stop it before `reid reindex`") from None
+        raise DataDirBusy(f"`reid reindex` is running on {data_dir}; start this after it has finished") from None
+    return f
+
+
+class _AlreadyIndexed(Exception):
+    """Rolls back a footage write whose footage id is already in the gallery."""
+
+
+class ModelMismatch(RuntimeError):
+    """The gallery's vectors come from another model than the configured one."""
+
+
+@dataclass
+class Crop:
+    """A person crop: BGR pixels plus, optionally, the original encoded bytes (kept verbatim)."""
+
+    bgr: np.ndarray
+    data: bytes | None = None
+    ext: str = ".jpg"
+
+
+@dataclass
+class Hit:
+    record: ItemRecord
+    score: float
+
+
+def _as_crop(x: Crop | np.ndarray | Any) -> Crop:
+    if isinstance(x, Crop):
+        return x
+    if isinstance(x, np.ndarray):
+        return Crop(bgr=x)
+    return Crop(bgr=x.bgr, data=getattr(x, "data", None), ext=getattr(x, "ext", ".jpg"))  # DecodedImage
+
+
+def _write_file(path: Path, data: bytes) -> None:
+    with open(path, "wb") as f:
+        f.write(data)
+        f.flush()
+        os.fsync(f.fileno())
+
+
+def _encode_jpeg(bgr: np.ndarray, quality: int) -> bytes:
+    ok, buf = cv2.imencode(".jpg", bgr, [cv2.IMWRITE_JPEG_QUALITY, quality])
+    if not ok:
+        raise ValueError("cannot encode image")
+    return buf.tobytes()
+
+
+class Gallery:
+    """Gallery over one data directory, tied to one model (see :class:`ModelMismatch`)."""
+
+    def __init__(
+        self,
+        settings: Any,
+        embedder: Embedder | None = None,
+        info: ModelInfo | None = None,
+        background: bool = True,
+    ) -> None:
+        if embedder is None and info is None:
+            raise ValueError("Gallery needs an embedder or the model info")
+        self.settings = settings
+        self.embedder = embedder
+        self.info: ModelInfo = info or embedder.info  # type: ignore[union-attr]
+        self.data_dir = Path(settings.data_dir)
+        self._lock = lock_data_dir(self.data_dir, exclusive=False)
+        try:
+            self._open(settings, background)
+        except BaseException:
+            self._lock.close()
+            raise
+
+    def _open(self, settings: Any, background: bool) -> None:
+        self.store = Store(self.data_dir / DB_NAME, settings.sqlite_synchronous)
+        self._check_model()
+        self.index_dir = self.data_dir / "index"
+        self.index = make_index(settings, self.info.dim, self.index_dir)
+        t0 = time.perf_counter()
+        if not self.index.load(self.index_dir, self.info.model_id, self.store):
+            self.index.build(self.store)
+            self.save()
+        log.info("gallery ready: %d items (%.2fs)", self.index.ntotal, time.perf_counter() - t0)
+        self._sweep_orphans()
+        self._saved_generation = self.index.state.generation
+        self._stop = threading.Event()
+        self._bg: threading.Thread | None = None
+        if background:
+            self._bg = threading.Thread(target=self._background, name="index-saver", daemon=True)
+            self._bg.start()
+
+    # --- setup -------------------------------------------------------------------------------------
+    def _check_model(self) -> None:
+        stored = self.store.get_meta("model_id")
+        n = self.store.count()
+        if stored is not None and stored != self.info.model_id and n > 0:
+            desc = self.store.get_meta("model_desc") or stored
+            raise ModelMismatch(
+                f"the gallery in {self.data_dir} holds {n} vectors from model {desc}, but the configured "
+                f"model is {self.info.describe()}. Vectors from different models cannot be mixed: re-embed "
+                f"the stored crops with `reid reindex --model {self.settings.model} --data-dir "
+                f"{self.data_dir}` (with the service stopped), or set REID_MODEL back to the original model."
+            )
+        if stored != self.info.model_id:
+            self.store.set_meta("model_id", self.info.model_id)
+            self.store.set_meta("model_desc", self.info.describe())
+            self.store.set_meta("dim", str(self.info.dim))
+
+    def _item_dir(self, item_id: int) -> Path:
+        return self.data_dir / "items" / f"{item_id // 1000:05d}" / str(item_id)
+
+    def _sweep_orphans(self) -> None:
+        """Remove crop folders of rows that never committed or were deleted (ids ≤ max committed)."""
+        root = self.data_dir / "items"
+        if not root.is_dir():
+            return
+        ids = self.store.all_ids()
+        top = max(ids) if ids else 0
+        removed = 0
+        for bucket in root.iterdir():
+            for d in bucket.iterdir() if bucket.is_dir() else []:
+                if d.name.isdigit() and int(d.name) <= top and int(d.name) not in ids:
+                    shutil.rmtree(d, ignore_errors=True)
+                    removed += 1
+        if removed:
+            log.info("swept %d orphan crop folders", removed)
+
+    # --- writes ------------------------------------------------------------------------------------
+    def _need_embedder(self) -> Embedder:
+        if self.embedder is None:
+            raise RuntimeError("this Gallery was opened without an embedder")
+        return self.embedder
+
+    def add_images(
+        self,
+        images: Sequence[Crop | np.ndarray],
+        camera: str,
+        timestamp: float | None = None,
+        meta: dict[str, Any] | None = None,
+        sources: Sequence[str | None] | None = None,
+        vectors: np.ndarray | None = None,
+    ) -> list[ItemRecord]:
+        """One gallery item per image, all committed together. ``vectors`` skips embedding."""
+        crops = [_as_crop(x) for x in images]
+        if vectors is None:
+            vectors = self._need_embedder().embed([c.bgr for c in crops])
+        entries = []
+        for i, c in enumerate(crops):
+            rec = ItemRecord(
+                kind="image",
+                camera=camera,
+                ts_start=timestamp,
+                ts_end=timestamp,
+                source=sources[i] if sources else None,
+                meta=meta,
+                n_frames=1,
+            )
+            entries.append((rec, vectors[i], [c]))
+        return self.add_records(entries)
+
+    def add_tracklet(
+        self,
+        frames: Sequence[Crop | np.ndarray],
+        camera: str,
+        ts_start: float | None = None,
+        ts_end: float | None = None,
+        source: str | None = None,
+        footage_id: str | None = None,
+        frame_start: int | None = None,
+        frame_end: int | None = None,
+        box: Sequence[float] | None = None,
+        meta: dict[str, Any] | None = None,
+        vector: np.ndarray | None = None,
+    ) -> ItemRecord:
+        """One gallery item for a tracklet (crops of one person over time).
+
+        ``box`` is a representative [x, y, w, h] in the source frame; ``frame_start``/``frame_end``
+        locate it in the footage ``footage_id``. The vector comes from the video model when the
+        model has one, else the renormalised mean of frame embeddings (or pass ``vector``).
+        """
+        crops = [_as_crop(x) for x in frames]
+        if not crops:
+            raise ValueError("a tracklet needs at least one frame")
+        if vector is None:
+            vector = self._need_embedder().embed_tracklet([c.bgr for c in crops])
+        rec = ItemRecord(
+            kind="tracklet",
+            camera=camera,
+            ts_start=ts_start,
+            ts_end=ts_end if ts_end is not None else ts_start,
+            source=source,
+            footage_id=footage_id,
+            frame_start=frame_start,
+            frame_end=frame_end,
+            box=[float(v) for v in box] if box is not None else None,
+            meta=meta,
+            n_frames=len(crops),
+        )
+        return self.add_records([(rec, vector, crops)])[0]
+
+    def add_records(
+        self,
+        entries: Sequence[tuple[ItemRecord, np.ndarray, Sequence[Crop]]],
+        unless_footage: str | None = None,
+    ) -> list[ItemRecord]:
+        """The atomic write: rows + vectors + crop files + thumbnails in one transaction.
+        ``unless_footage`` (footage jobs): write nothing and return [] when items of that footage id
+        already exist — checked inside the transaction, so re-submitted footage is never doubled."""
+        if not entries:
+            return []
+        if unless_footage is not None:
+            try:
+                return self._add_records(entries, unless_footage)
+            except _AlreadyIndexed:
+                return []
+        return self._add_records(entries, None)
+
+    def _add_records(
+        self, entries: Sequence[tuple[ItemRecord, np.ndarray, Sequence[Crop]]], unless_footage: str | None
+    ) -> list[ItemRecord]:
+        vecs = np.stack([np.asarray(v, np.float32).reshape(-1) for _, v, _ in entries])
+        if vecs.shape[1] != self.info.dim:
+            raise ValueError(f"vector dim {vecs.shape[1]} != model dim {self.info.dim}")
+        vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        now = time.time()
+        out: list[ItemRecord] = []
+        with self.store.transaction() as tx:
+            if unless_footage is not None and Store.has_footage(tx.c, unless_footage):
+                raise _AlreadyIndexed(unless_footage)
+            for (rec, _, crops), vec in zip(entries, vecs, strict=True):
+                rec.model_id = self.info.model_id
+                rec.created_at = now
+                item_id = Store.insert(tx.c, rec, vec)
+                rec.id = item_id
+                rec.thumbnail, rec.crops = self._write_files(item_id, crops)
+                Store.set_files(tx.c, item_id, rec.thumbnail, rec.crops)
+                out.append(rec)
+        ids = np.asarray([r.id for r in out], np.int64)
+        self.index.apply(self.store, tx.generation, ids=ids, vecs=vecs)
+        return out
+
+    def _write_files(self, item_id: int, crops: Sequence[Crop]) -> tuple[str, list[str]]:
+        d = self._item_dir(item_id)
+        if d.exists():  # left by a transaction that never committed
+            shutil.rmtree(d)
+        d.mkdir(parents=True)
+        rel: list[str] = []
+        for i, c in enumerate(crops):
+            name = f"crop_{i:04d}{c.ext if c.data is not None else '.jpg'}"
+            _write_file(d / name, c.data if c.data is not None else _encode_jpeg(c.bgr, 95))
+            rel.append(str((d / name).relative_to(self.data_dir)))
+        mid = crops[len(crops) // 2].bgr
+        th = self.settings.thumbnail_height
+        h, w = mid.shape[:2]
+        thumb = cv2.resize(mid, (max(1, round(w * th / h)), th), interpolation=cv2.INTER_AREA)
+        _write_file(d / "thumb.jpg", _encode_jpeg(thumb, 85))
+        return str((d / "thumb.jpg").relative_to(self.data_dir)), rel
+
+    def delete(self, item_id: int) -> bool:
+        rec, gen = self.store.delete(item_id)
+        if rec is None:
+            return False
+        self.index.apply(self.store, gen, removed=[item_id])
+        shutil.rmtree(self._item_dir(item_id), ignore_errors=True)
+        return True
+
+    # --- reads -------------------------------------------------------------------------------------
+    def get(self, item_id: int) -> ItemRecord | None:
+        return self.store.get(item_id)
+
+    def list(self, filters: Filters, offset: int = 0, limit: int = 50) -> tuple[list[ItemRecord], int]:
+        return self.store.list(filters, offset, limit)
+
+    def path(self, rel: str) -> Path:
+        return self.data_dir / rel
+
+    def count(self) -> int:
+        return self.store.count()
+
+    def search(
+        self, query: np.ndarray, k: int, filters: Filters | None = None, min_score: float | None = None
+    ) -> list[Hit]:
+        """Top-k items by cosine similarity that pass the filters (k results whenever k exist)."""
+        q = np.asarray(query, np.float32).reshape(1, -1)
+        self.index.sync(self.store)
+        filters = filters or Filters()
+        if not filters.active():
+            scores, ids = self.index.search(q, k)
+            pairs = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
+        else:
+            pairs = self._filtered(q, k, filters)
+        pairs = [(i, s) for i, s in pairs if i >= 0 and (min_score is None or s >= min_score)][:k]
+        recs = self.store.get_many([i for i, _ in pairs])
+        return [Hit(recs[i], float(s)) for i, s in pairs if i in recs]
+
+    def _filtered(self, q: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
+        if self.index.filters_pushdown:  # Milvus evaluates the filters itself
+            scores, ids = self.index.search(q, k, filters=filters)
+            return list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
+        subset = self.store.filter_ids(filters)
+        if len(subset) == 0:
+            return []
+        if not self.index.exact and len(subset) <= self.settings.exact_filter_max:
+            return self._exact_subset(q, k, subset)
+        try:
+            scores, ids = self.index.search(q, k, subset=subset)
+            pairs = [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0]
+        except RuntimeError:  # this index type cannot take an IDSelector: over-fetch and filter
+            pairs = []
+            allowed = set(subset.tolist())
+            fetch = k * self.settings.overfetch
+            while True:
+                scores, ids = self.index.search(q, fetch)
+                pairs = [
+                    (i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i in allowed
+                ]
+                if len(pairs) >= k or fetch >= self.index.ntotal:
+                    break
+                fetch *= 4
+        if len(pairs) < min(k, len(subset)) and len(subset) <= max(self.settings.exact_filter_max, 10 * k):
+            return self._exact_subset(q, k, subset)
+        return pairs
+
+    def _exact_subset(self, q: np.ndarray, k: int, subset: np.ndarray) -> list[tuple[int, float]]:
+        ids, mat = self.store.vectors(subset, self.info.dim)
+        if len(ids) == 0:
+            return []
+        s = mat @ q[0]
+        top = np.argsort(-s)[:k]
+        return [(int(ids[i]), float(s[i])) for i in top]
+
+    # --- maintenance -------------------------------------------------------------------------------
+    def save(self) -> None:
+        self.index.save(self.index_dir, self.info.model_id)
+        self._saved_generation = self.index.state.generation
+
+    def _background(self) -> None:
+        """Snapshot the FAISS cache now and then, and train the configured ANN index once the
+        gallery is large enough (built off-lock, swapped in after replaying concurrent writes)."""
+        while not self._stop.wait(max(self.settings.save_interval_s, 0.5)):
+            try:
+                if self.index.wants_training():
+                    self.index.build(self.store)
+                    self._saved_generation = -1  # snapshot the trained index even if nothing else changed
+                if self.index.state.generation != self._saved_generation:
+                    self.save()
+            except Exception:
+                log.exception("background index maintenance failed")
+
+    def close(self) -> None:
+        self._stop.set()
+        if self._bg is not None:
+            self._bg.join(timeout=10)
+        try:
+            self.save()
+        finally:
+            self.index.close()
+            self.store.close()
+            self._lock.close()
+
+
+def make_index(settings: Any, dim: int, index_dir: Path) -> VectorIndex | MilvusIndex:
+    """The configured vector cache (``REID_INDEX_BACKEND``)."""
+    if settings.index_backend == "milvus":
+        uri = settings.milvus_uri or str(index_dir / "milvus.db")
+        return MilvusIndex(dim, uri, settings.milvus_collection, settings.milvus_index, settings.ef_search,
+                           nprobe=settings.nprobe)
+    index = VectorIndex(dim, settings.index_factory, settings.index_min_train, settings.nprobe,
+                        settings.ef_search, settings.refine_factor)
+    index.search_threads = settings.faiss_threads
+    return index
+
+
+def reindex(
+    settings: Any, embedder: Embedder, progress: Callable[[int, int], None] | None = None, batch: int = 64
+) -> int:
+    """Re-embed every stored item from its kept crops with ``embedder``'s model, then switch the
+    gallery to that model in one transaction (a crash midway leaves the old vectors in place)."""
+    data_dir = Path(settings.data_dir)
+    lock = lock_data_dir(data_dir, exclusive=True)
+    store = Store(data_dir / DB_NAME, settings.sqlite_synchronous)
+    info = embedder.info
+    try:
+        store.start_staging()
+        total = store.count()
+        done = 0
+        for ids in store.id_batches(batch):
+            got = store.get_many(ids)
+            out: list[tuple[int, bytes]] = []
+            for item_id in sorted(got):
+                rec = got[item_id]
+                frames = []
+                for rel in rec.crops:
+                    img = cv2.imread(str(data_dir / rel), cv2.IMREAD_COLOR)
+                    if img is not None:
+                        frames.append(img)
+                if not frames:
+                    raise RuntimeError(
+                        f"item {item_id} has no readable crops under {data_dir}; cannot re-embed "
+                        f"(delete it with DELETE /gallery/{item_id} and retry)"
+                    )
+                v = embedder.embed_tracklet(frames) if rec.kind == "tracklet" else embedder.embed(frames)[0]
+                out.append((item_id, np.asarray(v, np.float32).tobytes()))
+            store.stage_vectors(out)
+            done += len(out)
+            if progress:
+                progress(done, total)
+        with store.transaction() as tx:
+            left = Store.swap_in_staged(tx.c, info.model_id)
+            if left:
+                raise RuntimeError(
+                    f"{left} items were added during the reindex; stop the service and run it again"
+                )
+            store.set_meta("model_id", info.model_id, tx.c)
+            store.set_meta("model_desc", info.describe(), tx.c)
+            store.set_meta("dim", str(info.dim), tx.c)
+        shutil.rmtree(data_dir / "index", ignore_errors=True)  # the cache is rebuilt at the next start
+        return done
+    finally:
+        store.close()
+        lock.close()

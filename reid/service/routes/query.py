@@ -1,0 +1,77 @@
+"""Search: one image (image→image and image→tracklet) or several frames / a short clip (a query
+tracklet) against the gallery, with camera and time filters."""
+
+from __future__ import annotations
+
+import time
+from typing import Annotated
+
+from fastapi import APIRouter, Depends, File, Form, Request, UploadFile
+from fastapi.concurrency import run_in_threadpool
+
+from reid.service.inputs import build_filters
+from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
+from reid.service.routes.gallery import is_video
+from reid.service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, item_fields
+from reid.service.uploads import BadInput, expand, read_clip
+
+router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
+
+
+@router.post("/query", response_model=QueryResponse)
+async def query(
+    request: Request,
+    settings: SettingsDep,
+    gallery: GalleryDep,
+    embedder: EmbedderDep,
+    files: Annotated[
+        list[UploadFile], File(min_length=1, description="one image, several frames of one person, or a clip "
+                               "(each non-empty: a zero-byte file gets 400)")
+    ],
+    top_k: Annotated[int, Form(ge=1, le=1000)] = 10,
+    cameras: Annotated[
+        list[str] | None, Form(description="only these cameras (repeat or comma-separate)")
+    ] = None,
+    exclude_cameras: Annotated[list[str] | None, Form(description="skip these cameras")] = None,
+    since: Annotated[str | None, Form(description="ISO 8601: items seen at or after")] = None,
+    until: Annotated[str | None, Form(description="ISO 8601: items seen at or before")] = None,
+    min_score: Annotated[
+        float | None, Form(ge=-1.0, le=1.0, description="drop hits below this cosine")
+    ] = None,
+) -> QueryResponse:
+    """Rank gallery items by similarity to the query person."""
+    t0 = time.perf_counter()
+    filters = build_filters(cameras, exclude_cameras, since, until)
+    if not files:
+        raise BadInput("no files uploaded (use the multipart field 'files')")
+    if len(files) == 1 and await is_video(files[0]):
+        data = await files[0].read()
+        if not data:
+            raise BadInput(f"{files[0].filename}: empty file")
+        frames = await run_in_threadpool(
+            read_clip,
+            data,
+            files[0].filename or "clip.mp4",
+            settings.max_query_frames,
+            settings.max_image_pixels,
+        )
+    else:
+        raw = await read_files(files, settings)
+        frames = [
+            im.bgr
+            for im in await run_in_threadpool(
+                expand, raw, settings.max_files, settings.max_upload_bytes, settings.max_image_pixels
+            )
+        ]
+    if len(frames) == 1:
+        q = (await embedder.embed_async(frames))[0]
+    else:
+        q = await embedder.embed_tracklet_async(frames)
+    ts = time.perf_counter()
+    hits = await run_in_threadpool(gallery.search, q, top_k, filters, min_score)
+    request.app.state.metrics.search.observe(time.perf_counter() - ts)
+    return QueryResponse(
+        results=[Hit(**item_fields(h.record), score=h.score) for h in hits],
+        took_ms=round((time.perf_counter() - t0) * 1000, 2),
+        query=QueryInfo(kind="image" if len(frames) == 1 else "tracklet", n_frames=len(frames)),
+    )

@@ -1,0 +1,137 @@
+"""Pydantic models at the API edge (responses are documented in OpenAPI at /docs)."""
+
+from __future__ import annotations
+
+from datetime import datetime, timezone
+from typing import Annotated, Any, Literal
+
+from fastapi import Path as PathParam
+from fastapi import Query
+from pydantic import BaseModel, Field
+
+from reid.service.store import ItemRecord
+
+
+class Source(BaseModel):
+    name: str | None = Field(None, description="uploaded file name (image items)")
+    footage_id: str | None = Field(None, description="footage the tracklet came from")
+    frame_start: int | None = None
+    frame_end: int | None = None
+
+
+class Item(BaseModel):
+    id: int
+    kind: ItemKind
+    camera: str
+    timestamp_start: datetime | None = None
+    timestamp_end: datetime | None = None
+    source: Source
+    box: list[float] | None = Field(None, description="[x, y, w, h] in the source frame")
+    meta: dict[str, Any] | None = None
+    n_frames: int = 1
+    n_crops: int = Field(0, description="stored crops, served at /gallery/{id}/crops/{n}")
+    thumbnail_url: str
+    model_id: str
+    created_at: datetime
+
+
+class ItemList(BaseModel):
+    items: list[Item]
+    total: int
+    offset: int
+    limit: int
+
+
+class AddResponse(BaseModel):
+    items: list[Item]
+
+
+class JobAccepted(BaseModel):
+    job_id: str
+    status_url: str
+
+
+class Hit(Item):
+    score: float = Field(description="cosine similarity in [-1, 1]")
+
+
+class QueryInfo(BaseModel):
+    kind: ItemKind
+    n_frames: int
+
+
+class QueryResponse(BaseModel):
+    results: list[Hit]
+    took_ms: float
+    query: QueryInfo
+
+
+class FieldError(BaseModel):
+    loc: list[str | int] = Field(description="where: e.g. [\"query\", \"offset\"]")
+    msg: str
+    type: str
+
+
+class Error(BaseModel):
+    """The one error shape every endpoint returns (reid/service/errors.py)."""
+
+    detail: str = Field(description="what went wrong, for a person")
+    errors: list[FieldError] | None = Field(None, description="per-field details of a 422")
+
+
+#: the error responses every API route may give, declared once for OpenAPI
+ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
+    code: {"model": Error, "description": text} for code, text in (
+        (400, "bad input"), (401, "missing or invalid API key"), (404, "not found"),
+        (405, "method not allowed (see Allow)"), (413, "too large"), (415, "unsupported media type"),
+        (422, "invalid parameters"), (503, "starting up"))}
+
+#: SQLite integers are signed 64-bit: larger ids and offsets cannot exist
+MAX_SQL_INT = 2**63 - 1
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_SQL_INT, description="gallery item id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="skip this many")]
+ItemKind = Literal["image", "tracklet"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
+
+class Ready(BaseModel):
+    status: str
+    items: int
+    index_size: int
+    model_id: str
+    model: str
+    precision: str = Field(description="fp32, or int8 for a quantised model")
+    dim: int
+    index: str
+    exact: bool
+    providers: list[str]
+    detector: str = Field(description="the footage person detector REID_DETECTOR resolves to")
+    queue: dict[str, Any] | None = Field(None, description="footage job queue: backend, ok, depth")
+
+
+def _dt(ts: float | None) -> datetime | None:
+    return datetime.fromtimestamp(ts, tz=timezone.utc) if ts is not None else None
+
+
+def item_fields(rec: ItemRecord) -> dict[str, Any]:
+    return dict(
+        id=rec.id,
+        kind=rec.kind,
+        camera=rec.camera,
+        timestamp_start=_dt(rec.ts_start),
+        timestamp_end=_dt(rec.ts_end),
+        source=Source(
+            name=rec.source, footage_id=rec.footage_id, frame_start=rec.frame_start, frame_end=rec.frame_end
+        ),
+        box=rec.box,
+        meta=rec.meta,
+        n_frames=rec.n_frames,
+        n_crops=len(rec.crops),
+        thumbnail_url=f"/gallery/{rec.id}/thumbnail",
+        model_id=rec.model_id,
+        created_at=_dt(rec.created_at),
+    )
+
+
+def item_out(rec: ItemRecord) -> Item:
+    return Item(**item_fields(rec))

@@ -1,0 +1,175 @@
+"""The one Settings object of the service: every knob is an environment variable ``REID_<NAME>``.
+
+docs/service.md has the table. Keep defaults embedded and local (no external server needed).
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from typing import Literal
+
+from pydantic import Field, field_validator
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from reid.models import SHIPPED_MODEL
+
+
+class Settings(BaseSettings):
+    # env_ignore_empty: an empty REID_X (compose's "${REID_X:-}") means "use the default".
+    model_config = SettingsConfigDict(env_prefix="REID_", extra="ignore", protected_namespaces=(),
+                                      env_ignore_empty=True)
+
+    # --- storage -------------------------------------------------------------------------------
+    data_dir: Path = Field(Path("data"), description="all state: SQLite, FAISS cache, crops, thumbnails")
+    sqlite_synchronous: str = Field("FULL", description="SQLite synchronous mode (FULL survives power loss)")
+
+    # --- model / inference ---------------------------------------------------------------------
+    model: Path = Field(
+        SHIPPED_MODEL,
+        description="model directory (image.onnx [+ video.onnx]) or a single .onnx file",
+    )
+    preprocess: str | None = Field(
+        None,
+        description="JSON preprocessing for a model without reid.* metadata, e.g. "
+        '{"height":256,"width":128,"color":"RGB","scale":0.00392156862745098}',
+    )
+    device: str = Field("auto", description="auto | cpu | cuda (auto = CUDA when available)")
+    intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0 = ORT default)")
+    inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
+    graph_optimization: str = Field("all", description="ORT graph optimisation: disable|basic|extended|all")
+    ort_spinning: bool = Field(False, description="let idle ORT threads spin-wait (steals cores from search)")
+    max_batch: int = Field(32, ge=1, description="micro-batch: max images per model run")
+    max_wait_ms: float = Field(3.0, ge=0, description="micro-batch: max wait to fill a batch")
+    video_chunk: int = Field(8, ge=1, description="frames per clip for a video model with dynamic T")
+    tracklet_pooling: Literal["mean", "vrstc"] = Field(
+        "mean", description="how an image model pools a tracklet's frames: mean averages the frame vectors; "
+        "vrstc repairs occluded body regions from the other frames first (reid/models/vrstc.py; needs a model "
+        "with a calibrated reid.vrstc_tau, else mean). Mean is the default: bench/occlusion.md")
+
+    # --- index ---------------------------------------------------------------------------------
+    index_backend: Literal["faiss", "milvus"] = Field(
+        "faiss", description="vector cache beside SQLite: faiss (in process) or milvus (Milvus Lite in the "
+        "data dir, or a Milvus server at REID_MILVUS_URI; filters pushed down; needs the milvus extra)")
+    milvus_uri: str = Field("", description="Milvus server, e.g. http://milvus:19530 (empty: embedded Milvus "
+                            "Lite at <data dir>/index/milvus.db)")
+    milvus_collection: str = Field("reid_items", pattern=r"^[A-Za-z_][A-Za-z0-9_]{0,254}$",
+                                   description="Milvus collection (one per deployment)")
+    milvus_index: Literal["FLAT", "HNSW", "IVF_FLAT"] = Field(
+        "FLAT", description="Milvus index type (HNSW uses REID_EF_SEARCH; IVF_FLAT REID_NPROBE)")
+    index_factory: str = Field(
+        "Flat",
+        description='FAISS factory string, e.g. "Flat", "HNSW32", '
+        '"IVF4096,PQ32x4fs" (inner product on L2-normalised vectors)',
+    )
+    index_min_train: int = Field(
+        1000,
+        ge=1,
+        description="smallest gallery that trains a trainable index "
+        "(IVF also needs 39×nlist); below it search is exact",
+    )
+    faiss_threads: int = Field(1, ge=0, description="FAISS OpenMP threads (1 is fastest for one query at a "
+                               "time on a busy CPU; 0 = FAISS default)")
+    nprobe: int = Field(32, ge=1, description="IVF cells visited per query")
+    ef_search: int = Field(128, ge=1, description="HNSW efSearch")
+    refine_factor: int = Field(8, ge=1, description="…,RFlat indexes: re-rank top_k × this candidates exactly")
+    save_interval_s: float = Field(30.0, ge=0, description="seconds between FAISS cache snapshots")
+    overfetch: int = Field(4, ge=1, description="ANN over-fetch factor when filtering by metadata")
+    exact_filter_max: int = Field(
+        50000, ge=0, description="filtered subsets up to this size are searched exactly (ANN indexes)"
+    )
+
+    # --- API -----------------------------------------------------------------------------------
+    host: str = "127.0.0.1"
+    port: int = 8000
+    keep_alive_s: float = Field(75.0, gt=0, description="HTTP keep-alive: longer than clients' own idle "
+                                "timeouts (httpx, browsers: ≤ 5–60 s), so a client never reuses a "
+                                "connection the server is closing")
+    api_keys: str = Field("", description="comma-separated API keys; empty = no auth")
+    api_key: str = Field("", description="a single API key (merged with api_keys)")
+    metrics_public: bool = Field(False, description="serve /metrics without an API key")
+    max_upload_mb: float = Field(50.0, gt=0, description="max request body size (MB)")
+    max_files: int = Field(256, ge=1, description="max images per request (zip members count)")
+    max_image_pixels: int = Field(16_000_000, ge=1, description="max width×height of one image")
+    max_query_frames: int = Field(32, ge=1, description="max frames used from a query clip")
+    thumbnail_height: int = Field(128, ge=16, description="thumbnail height in pixels")
+    log_level: str = "INFO"
+    log_json: bool = True
+
+    # --- job queue (footage) -------------------------------------------------------------------
+    queue: str = Field(
+        "embedded",
+        description="embedded (in-process, SQLite job state) | redis "
+        "(separate `reid worker` processes; the API stays the only index writer)",
+    )
+    redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for REID_QUEUE=redis")
+    redis_prefix: str = Field("reid", description="key prefix in Redis (several deployments, one Redis)")
+    worker_lease_s: float = Field(
+        30.0, gt=0, description="a worker silent this long loses its job (re-queued)"
+    )
+
+    # --- footage ingestion (docs/footage.md) ----------------------------------------------------
+    detector: str = Field("auto", description="person detector: auto (YOLOX-nano once `reid fetch-detector` "
+                          "installed it, else HOG), hog (built in, no weights) or a path to an ONNX detector "
+                          "(NanoDet, YOLOv5, YOLOv8 or YOLOX export)")
+    detector_format: str = Field("auto", description="auto | nanodet | yolov5 | yolov8 | yolox "
+                                 "(auto = by output shapes)")
+    detector_conf: float | None = Field(None, ge=0, description="detection threshold (default: hog 0.3 "
+                                        "SVM margin, YOLOX 0.3, other ONNX 0.35 score)")
+    detector_nms: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
+    detector_input_width: int = Field(384, ge=0, description="HOG: resize frames to this width (0 = as is); "
+                                      "larger finds smaller people, slower")
+    detector_input_size: int = Field(640, ge=0, multiple_of=32, description="YOLOX: long side of the network "
+                                     "input (frames keep their aspect ratio; 0 = the model file's size)")
+    detector_threads: int = Field(1, ge=0, description="ONNX detector intra-op threads (0 = ORT default)")
+    bg_subtraction: bool = Field(False, description="HOG: skip static frames / background boxes (static cameras)")
+    detect_stride: int = Field(2, ge=1, description="detect and track on every Nth frame")
+    min_box_height: int = Field(48, ge=1, description="ignore detections shorter than this (pixels)")
+    track_max_age_s: float = Field(1.5, gt=0, description="a track survives this long without a detection")
+    tracklet_min_frames: int = Field(3, ge=1, description="drop tracklets with fewer detections")
+    tracklet_min_height: int = Field(64, ge=1, description="drop tracklets whose median box is shorter")
+    tracklet_max_seconds: float = Field(10.0, gt=0, description="cut longer tracks into several tracklets")
+    tracklet_frames: int = Field(8, ge=1, description="frames embedded and kept per tracklet")
+    footage_fps: float | None = Field(None, gt=0, description="fps for footage without timestamps "
+                                      "(raw .264, frame folders without seqinfo.ini); default 25")
+    footage_max_pixels: int = Field(3840 * 2160, ge=1, description="refuse footage with larger frames")
+    footage_max_mb: float = Field(2048.0, gt=0, description="max video upload size via POST /gallery (MB); "
+                                  "index bigger footage with `reid index`")
+    job_workers: int = Field(1, ge=0, description="embedded queue: footage jobs run at once (0 = none, "
+                             "e.g. an API that only queues)")
+    job_mode: str = Field("process", description="embedded queue: process (a child process per job, "
+                          "crash-isolated) | thread")
+    job_max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by a crash before it fails")
+
+    @field_validator("device")
+    @classmethod
+    def _device(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("auto", "cpu", "cuda"):
+            raise ValueError("device must be auto, cpu or cuda")
+        return v
+
+    @field_validator("queue")
+    @classmethod
+    def _queue(cls, v: str) -> str:
+        v = v.lower()
+        if v not in ("embedded", "redis"):
+            raise ValueError("queue must be embedded or redis")
+        return v
+
+    @field_validator("preprocess")
+    @classmethod
+    def _pre(cls, v: str | None) -> str | None:
+        if v:
+            json.loads(v)
+        return v or None
+
+    @property
+    def keys(self) -> list[str]:
+        """All valid API keys (``api_keys`` and ``api_key`` merged)."""
+        raw = ",".join([self.api_keys, self.api_key])
+        return [k.strip() for k in raw.split(",") if k.strip()]
+
+    @property
+    def max_upload_bytes(self) -> int:
+        return int(self.max_upload_mb * 1024 * 1024)

@@ -1,0 +1,138 @@
+"""One training configuration, read from YAML (configs/*.yaml). Unknown keys are errors."""
+
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field, fields
+from pathlib import Path
+
+import yaml
+
+from reid.models.networks import ModelConfig
+from reid.training.transforms import AugmentConfig
+
+
+def resolve_path(value: str) -> str:
+    """Environment variables expanded; ``${REID_SHARED}`` defaults to ``../shared`` and
+    ``${REID_DATASETS}`` (public benchmarks unpacked by ``bench/datasets.py``) to ``../datasets``."""
+    beside = Path(__file__).resolve().parents[2]
+    for var, default in (("REID_SHARED", beside / "shared"), ("REID_DATASETS", beside / "datasets")):
+        value = value.replace("${" + var + "}", os.environ.get(var, str(default)))
+    return os.path.expandvars(value)
+
+
+@dataclass
+class SourceConfig:
+    """One dataset on disk: a root folder and its layout (``reid.training.datasets.FORMATS``)."""
+
+    root: str
+    format: str
+
+
+@dataclass
+class DataConfig:
+    """Where training and periodic evaluation read from. ``train`` lists one or more datasets:
+    their identities are kept apart (offset ids) and share one classifier; ``eval`` defaults to
+    the first one's query/gallery split (put a *different* dataset there to watch cross-domain
+    accuracy while training)."""
+
+    train: list[SourceConfig] = field(default_factory=lambda: [SourceConfig("${REID_SHARED}/data/cuhk03",
+                                                                            "cuhk03")])
+    eval: SourceConfig | None = None
+
+    def __post_init__(self) -> None:
+        self.train = [s if isinstance(s, SourceConfig) else _build(SourceConfig, s, "data.train[]")
+                      for s in self.train]
+        if isinstance(self.eval, dict):
+            self.eval = _build(SourceConfig, self.eval, "data.eval")
+        if not self.train:
+            raise ValueError("data.train: list at least one dataset")
+
+
+@dataclass
+class OptimConfig:
+    lr: float = 3.5e-4
+    weight_decay: float = 5e-4
+    epochs: int = 60
+    milestones: list[int] = field(default_factory=lambda: [20, 40])
+    gamma: float = 0.1
+    warmup_epochs: int = 0
+
+
+@dataclass
+class LossConfig:
+    ce_epsilon: float = 0.1  # label smoothing (0 = plain CE, as TKP)
+    triplet_margin: float = 0.3
+    triplet_metric: str = "cosine"  # cosine (IANet) | euclidean (TKP)
+    triplet_weight: float = 1.0
+    # TKP
+    tkp_feature_weight: float = 1.0
+    tkp_distance_weight: float = 1.0
+    tkp_distance_norm: str = "code"  # code | talk
+
+
+@dataclass
+class TKPConfig:
+    seq_len: int = 4
+    stride: int = 8
+
+
+@dataclass
+class TrainConfig:
+    name: str = "run"
+    model: ModelConfig = field(default_factory=ModelConfig)
+    data: DataConfig = field(default_factory=DataConfig)
+    optim: OptimConfig = field(default_factory=OptimConfig)
+    loss: LossConfig = field(default_factory=LossConfig)
+    augment: AugmentConfig = field(default_factory=AugmentConfig)
+    tkp: TKPConfig = field(default_factory=TKPConfig)
+    batch_ids: int = 16  # P
+    num_instances: int = 4  # K
+    camera_aware: bool = True  # each identity's K items spread over its cameras (training.sampler)
+    seed: int = 1
+    eval_every: int = 5
+    eval_modes: list[str] = field(default_factory=lambda: ["i2i", "i2v"])
+    output_dir: str = "runs/${name}"
+    threads: int = 0  # 0 = torch default
+    max_batches_per_epoch: int = 0  # 0 = full epochs (tests use a few)
+
+    @property
+    def out(self) -> Path:
+        return Path(self.output_dir.replace("${name}", self.name))
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+
+_SECTIONS = {"model": ModelConfig, "data": DataConfig, "optim": OptimConfig, "loss": LossConfig,
+             "augment": AugmentConfig, "tkp": TKPConfig}
+
+
+def _build(cls, values: dict, where: str):
+    names = {f.name for f in fields(cls)}
+    unknown = sorted(set(values) - names)
+    if unknown:
+        raise ValueError(f"{where}: unknown keys {unknown}; allowed: {sorted(names)}")
+    return cls(**values)
+
+
+def config_from_dict(d: dict, where: str = "config") -> TrainConfig:
+    d = dict(d)
+    sections = {k: _build(cls, d.pop(k) or {}, f"{where}: {k}") for k, cls in _SECTIONS.items() if k in d}
+    cfg = _build(TrainConfig, d, where)
+    for k, v in sections.items():
+        setattr(cfg, k, v)
+    return cfg
+
+
+def load_config(path: str | Path) -> TrainConfig:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"config file not found: {path}")
+    try:
+        d = yaml.safe_load(path.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ValueError(f"{path}: invalid YAML: {exc}") from exc
+    if not isinstance(d, dict):
+        raise ValueError(f"{path}: expected a mapping at the top level")
+    return config_from_dict(d, str(path))

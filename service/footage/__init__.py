@@ -1,4 +1,0 @@
-"""Footage ingestion: decode → detect → track → tracklets → embed (docs/footage.md).
-
-Torch-free like the rest of ``service``. Entry point: :func:`service.footage.pipeline.process_footage`.
-"""
