@@ -244,8 +244,7 @@ def main() -> None:
     embedder = Embedder(settings)
     lines = ["# Footage ingestion: detection, speed, end to end", "",
              f"Hardware: {hw}. Written by `OMP_NUM_THREADS=1 python bench/ingest.py` "
-             "(detectors and the embedder use 1 thread each; the machine's 2 cores are shared with a "
-             "training run, so timings are pessimistic and noisy).", ""]
+             "(detectors and the embedder use 1 thread each).", ""]
 
     # 1. detection
     lines += ["## 1. Person detection on MOT17 (mini)", "",
