@@ -11,8 +11,6 @@ $(BIN)/python:
 
 $(VENV)/.serve-installed: pyproject.toml | $(BIN)/python
 	$(BIN)/pip install -q -e .
-	@# the default person detector (pinned YOLOX-nano, Apache-2.0); offline, footage falls back to HOG
-	$(BIN)/reid fetch-detector || echo "warning: YOLOX-nano not installed; footage will use the HOG detector"
 	touch $@
 
 $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
@@ -22,6 +20,8 @@ $(VENV)/.test-installed: pyproject.toml | $(BIN)/python
 ## Create the environment, install the serving dependencies (no torch) and start the service
 ## on the shipped default model with embedded storage under ./data.
 serve: $(VENV)/.serve-installed
+	@# the default person detector (pinned YOLOX-nano, Apache-2.0; checked, fetched once); offline: HOG
+	@$(BIN)/reid fetch-detector >/dev/null || echo "warning: YOLOX-nano not installed; footage uses the HOG detector"
 	$(BIN)/reid serve
 
 ## Install what the tests need (torch for training/export tests) and run the whole suite.

@@ -8,7 +8,8 @@
 3. End to end on PRW: index the c1 and c3 sample frames as footage, query with person 0001's two
    Market-1501 crops, report where that person's tracklets rank; save the result grid.
 
-Run: OMP_NUM_THREADS=1 python bench/ingest.py   (REID_SHARED points at ../shared)
+Run: OMP_NUM_THREADS=1 python bench/ingest.py   (REID_SHARED points at ../shared;
+LIGHT_PERSON_DETECTOR=<model.onnx> adds the rows of that optional detector)
 """
 
 from __future__ import annotations
@@ -75,6 +76,14 @@ DETECTORS = {
     NANODET_ROW: DetectorConfig(name=str(NANODET_M)),
     "NanoDet-m 320×320": DetectorConfig(name=str(NANODET)),
 }
+# Optional: Kazuhito00/MOT-Tracking-by-Detection-Pipeline @e50a76b8 Detector/light_person_detector/model/model.onnx
+# (Apache-2.0; a one-class YOLOX at 192², same decoder), e.g. from a fetched snapshot:
+# LIGHT_PERSON_DETECTOR=/path/model.onnx python bench/ingest.py
+LIGHT = os.environ.get("LIGHT_PERSON_DETECTOR")
+if LIGHT:
+    DETECTORS["light person detector (one-class YOLOX), 192×192 (its own size)"] = DetectorConfig(
+        name=LIGHT, input_size=0, conf=0.3)
+    DETECTORS["light person detector, long side 640"] = DetectorConfig(name=LIGHT, input_size=640, conf=0.3)
 IGNORE_CLASSES = {2, 7, 8, 12}  # person on vehicle, static person, distractor, reflection
 
 
@@ -243,8 +252,8 @@ def main() -> None:
     settings = Settings(intra_op_threads=1)
     embedder = Embedder(settings)
     lines = ["# Footage ingestion: detection, speed, end to end", "",
-             f"Hardware: {hw}. Written by `OMP_NUM_THREADS=1 python bench/ingest.py` "
-             "(detectors and the embedder use 1 thread each).", ""]
+             f"Hardware: {hw}. Written by `{'LIGHT_PERSON_DETECTOR=… ' if LIGHT else ''}OMP_NUM_THREADS=1 "
+             "python bench/ingest.py` (detectors and the embedder use 1 thread each).", ""]
 
     # 1. detection
     lines += ["## 1. Person detection on MOT17 (mini)", "",

@@ -118,8 +118,10 @@ def test_upload_search_delete_in_a_real_browser(server: str, browser, tmp_path: 
     first_source = cards.nth(0).locator(".source").inner_text()
     assert first_source.startswith("0005_"), f"first hit is {first_source}, expected identity 0005"
     assert "cam-B" in cards.nth(0).inner_text()
-    assert page.locator("#results li.card").nth(0).locator("img").evaluate(
-        "img => img.complete && img.naturalWidth > 0"), "thumbnail did not load"
+    assert page.locator("#results li.card").nth(0).locator("img").evaluate(  # waits for it to load (or fail)
+        "img => img.complete ? img.naturalWidth > 0 : new Promise(done => {"
+        " img.onload = () => done(img.naturalWidth > 0); img.onerror = () => done(false); })"
+    ), "thumbnail did not load"
     page.wait_for_function("[...document.querySelectorAll('#results img')].every(i => i.complete)")
     shot = tmp_path / "screenshot.png"
     page.screenshot(path=str(shot), full_page=False)
