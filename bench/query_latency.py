@@ -101,7 +101,7 @@ def measure(
 
 def compare(
     n: int, chunks, q: np.ndarray, threads: int, search_threads: int, hnsw_max_n: int, label: str = "",
-    milvus: bool = False,
+    milvus: bool = False, done=None,
 ) -> list[dict]:
     """Flat vs IVF-Flat (nprobe sweep) vs HNSW32 (full dimension; only up to ``hnsw_max_n``) vs
     PCA128 + HNSW32 with an exact re-rank of the candidates (``PCA128,HNSW32,RFlat``)."""
@@ -152,6 +152,8 @@ def compare(
             rows.append(measure(f"{label}{name} {params}", base, ids_e, index, q, n, f"{secs:.0f} s", search_threads))
         del index
     if milvus:
+        if done:  # the FAISS rows are kept even if the Milvus part dies (at 1M it needs most of the RAM)
+            done(rows)
         rows += milvus_rows(n, chunks, q, ids_e, base, label)
     return rows
 
@@ -165,9 +167,9 @@ def milvus_rows(n: int, chunks, q: np.ndarray, ids_e: np.ndarray, base: float, l
     nlist = nlist_for(n)
     if n > 100_000:  # Milvus Lite answers in seconds at 1M: 50 queries are enough for p50 and recall
         q, ids_e = q[:50], ids_e[:50]
-    kinds: list[tuple[str, dict, tuple]] = [("FLAT", {}, ({},)),
-                                            ("IVF_FLAT", {"nlist": nlist}, ({"nprobe": 8}, {"nprobe": 32}))]
-    if n <= 100_000:
+    kinds: list[tuple[str, dict, tuple]] = [("FLAT", {}, ({},))]
+    if n <= 100_000:  # at 1M Milvus Lite's IVF_FLAT ran out of 24 GB (killed by the OOM killer, 2026-12-03)
+        kinds.append(("IVF_FLAT", {"nlist": nlist}, ({"nprobe": 8}, {"nprobe": 32})))
         kinds.append(("HNSW", {}, ({"ef_search": 64}, {"ef_search": 128}, {"ef_search": 256})))
     rows = []
     for kind, build_kw, grid in kinds:
@@ -202,7 +204,8 @@ def search_only(sizes: list[int], nq: int, threads: int, search_threads: int, hn
     rows = []
     for n in sizes:
         syn = Synth(n)
-        rows += compare(n, syn.chunks, syn.queries(nq), threads, search_threads, hnsw_max_n, milvus=milvus)
+        rows += compare(n, syn.chunks, syn.queries(nq), threads, search_threads, hnsw_max_n, milvus=milvus,
+                        done=(lambda part, before=list(rows): done(before + part)) if done else None)
         if done:
             done(rows)
     return rows
@@ -349,7 +352,8 @@ def main() -> None:
     write("partial: end-to-end running")
     e2e += end_to_end(e2e_sizes, min(args.queries, 100), args.threads)
     write("partial: 1M running")
-    so += search_only(big, args.queries, args.threads, args.search_threads, args.hnsw_max, milvus=args.milvus)
+    so += search_only(big, args.queries, args.threads, args.search_threads, args.hnsw_max,
+                      done=lambda rows: report(args, real, so + rows, e2e, "partial: 1M running"), milvus=args.milvus)
     write("complete")
 
 
@@ -410,7 +414,7 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         "*real* rows) before choosing it; the service takes the same factory string "
         "(`REID_INDEX_FACTORY`).",
         "*Milvus Lite* rows: the service's Milvus backend (`REID_INDEX_BACKEND=milvus`, "
-        "service/index_milvus.py) on embedded Milvus Lite, filled through the same upsert path; the "
+        "reid/service/index_milvus.py) on embedded Milvus Lite, filled through the same upsert path; the "
         "time includes its gRPC round trip. Milvus Lite is a pure-Python engine that builds its index "
         "segments in the background, so its first parameter rows can be measured before that finished "
         "(HNSW's latency falls once it has). It is there for tests and single-machine convenience; for "
