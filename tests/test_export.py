@@ -305,3 +305,22 @@ def test_bad_checkpoints_give_clear_errors(tmp_path: Path):
     assert proc.returncode != 0
     assert "do not match its model_config" in text and mismatch.name in text, text
     assert "Traceback" not in text
+
+
+def test_near_denormal_weights_are_zeroed_in_the_export(tmp_path: Path):
+    """Weights of |w| < 1e-30 (harmless in value, slow in ONNX Runtime's convolutions) become 0."""
+    import onnx
+    import torch
+    from onnx import numpy_helper
+
+    from reid.models.export import TINY_WEIGHT, flush_tiny_weights
+
+    net = torch.nn.Sequential(torch.nn.Conv2d(3, 4, 3), torch.nn.ReLU())
+    with torch.no_grad():
+        net[0].weight[0, 0, 0, :] = torch.tensor([1e-35, -1e-33, 0.5])
+    path = tmp_path / "m.onnx"
+    torch.onnx.export(net, (torch.randn(1, 3, 8, 8),), str(path), dynamo=False)
+    assert flush_tiny_weights(path) == 2
+    w = [numpy_helper.to_array(t) for t in onnx.load(str(path)).graph.initializer if t.name.endswith("weight")][0]
+    assert w[0, 0, 0].tolist() == [0.0, 0.0, 0.5] and not ((w != 0) & (abs(w) < TINY_WEIGHT)).any()
+    assert flush_tiny_weights(path) == 0

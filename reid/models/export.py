@@ -46,8 +46,36 @@ def export_module(net: torch.nn.Module, out: Path, spec: PreprocessSpec, card: M
     with torch.no_grad():
         torch.onnx.export(embedder, (dummy,), str(out), input_names=names, output_names=outputs,
                           dynamic_axes=axes, opset_version=OPSET, dynamo=False)
+    flush_tiny_weights(out)
     write_onnx_metadata(out, {**spec.to_metadata(), **card.to_metadata()})
     return out
+
+
+#: weights smaller than this are zero for any purpose, but near-denormal values make ONNX Runtime's
+#: convolutions slow: a trained MobileNetV2 with ~5,700 of them embedded 2× slower (338 vs 692 img/s,
+#: the same graph) until they were zeroed
+TINY_WEIGHT = 1e-30
+
+
+def flush_tiny_weights(path: Path) -> int:
+    """Set float32 initializers with 0 < |w| < TINY_WEIGHT to 0 in the ONNX file; returns how many."""
+    import numpy as np
+    import onnx
+    from onnx import numpy_helper
+
+    model = onnx.load(str(path))
+    n = 0
+    for t in model.graph.initializer:
+        a = numpy_helper.to_array(t)
+        if a.dtype != np.float32:
+            continue
+        tiny = (a != 0) & (np.abs(a) < TINY_WEIGHT)
+        if tiny.any():
+            n += int(tiny.sum())
+            t.CopyFrom(numpy_helper.from_array(np.where(tiny, np.float32(0), a), t.name))
+    if n:
+        onnx.save(model, str(path))
+    return n
 
 
 def export_checkpoint(checkpoint: str | Path, out_dir: str | Path, trained_on: str = "unknown",
