@@ -159,3 +159,28 @@ def test_gallery_on_milvus_with_a_second_process_on_the_data_dir(milvus_db, tmp_
     finally:
         g.close()
         e.close()
+
+
+def test_an_unreachable_milvus_server_or_a_bad_setting_is_a_clean_cli_error(tmp_path, monkeypatch) -> None:
+    from typer.testing import CliRunner
+
+    from reid.cli import app
+    from tests.conftest import free_port
+
+    img = tmp_path / "q.jpg"
+    import cv2
+
+    cv2.imwrite(str(img), crops(1)[0])
+    monkeypatch.setenv("REID_INDEX_BACKEND", "milvus")
+    monkeypatch.setenv("REID_MILVUS_URI", f"http://127.0.0.1:{free_port()}")
+    for args in (["query", str(img)], ["serve"]):
+        res = CliRunner().invoke(app, [*args, "--data-dir", str(tmp_path / "data")])
+        assert res.exit_code == 2 and "cannot reach Milvus" in res.output, res.output
+        assert "Traceback" not in res.output
+    monkeypatch.setenv("REID_INDEX_BACKEND", "qdrant")
+    res = CliRunner().invoke(app, ["query", str(img), "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "index_backend" in res.output
+    monkeypatch.delenv("REID_INDEX_BACKEND")
+    monkeypatch.setenv("REID_DETECTOR_INPUT_SIZE", "100")
+    res = CliRunner().invoke(app, ["query", str(img), "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "detector_input_size" in res.output

@@ -10,7 +10,6 @@ needs torch.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,8 @@ import tempfile
 import urllib.request
 from dataclasses import asdict, dataclass
 from pathlib import Path
+
+from reid.models.weights import sha256
 
 
 @dataclass(frozen=True)
@@ -50,14 +51,6 @@ def installed_detector(directory: Path | None = None) -> Path | None:
     return path if path.is_file() else None
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def _download(pinned: PinnedFile, dest: Path, timeout_s: float) -> None:
     try:
         with urllib.request.urlopen(pinned.url, timeout=timeout_s) as resp, open(dest, "wb") as out:
@@ -68,7 +61,7 @@ def _download(pinned: PinnedFile, dest: Path, timeout_s: float) -> None:
 
 
 def _check(path: Path, pinned: PinnedFile, what: str) -> None:
-    digest = _sha256(path)
+    digest = sha256(path)
     if digest != pinned.sha256:
         raise DetectorWeightsError(f"{what} has SHA-256 {digest}, expected {pinned.sha256} "
                                    f"({pinned.url} at commit {COMMIT})")
@@ -76,7 +69,7 @@ def _check(path: Path, pinned: PinnedFile, what: str) -> None:
 
 def _licence(dest: Path, beside: Path | None, timeout_s: float) -> Path:
     """The pinned LICENSE: from beside ``--from``'s file, else downloaded, else (offline) a pointer to it."""
-    if beside is not None and beside.is_file() and _sha256(beside) == YOLOX_LICENSE.sha256:
+    if beside is not None and beside.is_file() and sha256(beside) == YOLOX_LICENSE.sha256:
         shutil.copyfile(beside, dest)
         return dest
     try:

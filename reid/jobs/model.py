@@ -14,6 +14,7 @@ import dataclasses
 import json
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, Literal
 
 State = Literal["queued", "running", "done", "failed", "cancelled"]
@@ -37,6 +38,11 @@ class FootageParams:
     delete_after: bool = True  # the upload is removed once the job is final
     request_id: str | None = None
     footage_id: str | None = None  # content hash, once known
+
+    def local_path(self, data_dir: Path | str) -> Path:
+        """Where this process finds the upload."""
+        path = Path(self.path)
+        return path if path.is_absolute() else Path(data_dir) / path
 
 
 @dataclass(frozen=True)

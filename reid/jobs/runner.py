@@ -27,9 +27,8 @@ Deliver = Callable[[Job, FootageResult], None]
 
 def footage_job(job: Job, data_dir: Path) -> FootageJob:
     p = job.params
-    path = Path(p.path)
-    return FootageJob(path=path if path.is_absolute() else Path(data_dir) / path, camera=p.camera, start=p.start,
-                      fps=p.fps, source=p.filename, meta=p.meta, footage_id=p.footage_id)
+    return FootageJob(path=p.local_path(data_dir), camera=p.camera, start=p.start, fps=p.fps, source=p.filename,
+                      meta=p.meta, footage_id=p.footage_id)
 
 
 def run_pipeline(job: Job, queue: Any, settings: Any, embed_tracklet: Callable,

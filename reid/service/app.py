@@ -21,6 +21,7 @@ from reid.ingest.detect import describe_detector
 from reid.service.embedder import Embedder
 from reid.service.errors import install_error_handlers
 from reid.service.gallery import Gallery, ModelMismatch
+from reid.service.index_milvus import MilvusUnavailable
 from reid.service.logging import RequestIdMiddleware
 from reid.service.metrics import Metrics
 from reid.service.routes import docs as docs_routes
@@ -90,7 +91,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
         embedder = Embedder(settings, on_batch=metrics.batch.observe)
         try:
             gallery = Gallery(settings, embedder)
-        except ModelMismatch as e:
+        except (ModelMismatch, MilvusUnavailable) as e:
             log.error("%s", e)
             embedder.close()
             raise

@@ -44,7 +44,7 @@ def check_footage(path: Path, settings: Any, name: str | None = None) -> None:
         raise FootageError(e.message.replace(Path(path).name, name or Path(path).name), e.kind) from e
 
 
-def _submitter(app: Any, settings: Any, queue: Any, relative_to: Path | None) -> Any:
+def _submitter(settings: Any, queue: Any, relative_to: Path | None) -> Any:
     """``app.state.submit_video``: check the upload, then queue a job for it (its path relative to the
     data dir when workers mount the volume elsewhere)."""
     from fastapi.concurrency import run_in_threadpool
@@ -117,7 +117,7 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
         return out
 
     app.state.job_queue = queue
-    app.state.submit_video = _submitter(app, settings, queue, None)
+    app.state.submit_video = _submitter(settings, queue, None)
     app.state.queue_status = queue_status
     app.state.on_ready.append(start)
     app.state.on_shutdown.append(shutdown)
@@ -178,7 +178,7 @@ def install_redis(app: Any, settings: Any) -> Any:
         return out
 
     app.state.job_queue = queue
-    app.state.submit_video = _submitter(app, settings, queue, Path(settings.data_dir))
+    app.state.submit_video = _submitter(settings, queue, Path(settings.data_dir))
     app.state.queue_status = queue_status
     app.state.on_ready.append(lambda _app: consumer.start())
     app.state.on_shutdown.append(lambda _app: consumer.stop())

@@ -31,7 +31,7 @@ import cv2
 import numpy as np
 
 from reid.service.embedder import Embedder, ModelInfo
-from reid.service.index import VectorIndex
+from reid.service.index import VectorIndex, exact_search
 from reid.service.index_milvus import MilvusIndex
 from reid.service.store import Filters, ItemRecord, Store
 
@@ -381,12 +381,8 @@ class Gallery:
         return pairs
 
     def _exact_subset(self, q: np.ndarray, k: int, subset: np.ndarray) -> list[tuple[int, float]]:
-        ids, mat = self.store.vectors(subset, self.info.dim)
-        if len(ids) == 0:
-            return []
-        s = mat @ q[0]
-        top = np.argsort(-s)[:k]
-        return [(int(ids[i]), float(s[i])) for i in top]
+        scores, ids = exact_search(self.store, self.info.dim, q[:1], k, subset)
+        return [(i, s) for i, s in zip(ids[0].tolist(), scores[0].tolist(), strict=True) if i >= 0]
 
     # --- maintenance -------------------------------------------------------------------------------
     def save(self) -> None:

@@ -31,6 +31,20 @@ def training_size(factory: str, min_train: int) -> int:
     return max(min_train, 39 * int(m.group(1)) if m else 0)
 
 
+def exact_search(store: Store, dim: int, q: np.ndarray, k: int, ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Top-k (scores, ids) per query row by brute force over the stored vectors of ``ids`` (-1 where
+    fewer exist): small filtered subsets, and indexes that cannot answer themselves."""
+    got, mat = store.vectors(ids, dim)
+    scores = np.zeros((len(q), k), np.float32)
+    out = np.full((len(q), k), -1, np.int64)
+    if len(got):
+        s = q @ mat.T
+        for row in range(len(q)):
+            top = np.argsort(-s[row])[:k]
+            out[row, : len(top)], scores[row, : len(top)] = got[top], s[row, top]
+    return scores, out
+
+
 def needs_training(factory: str, dim: int) -> bool:
     return not faiss.index_factory(dim, factory, faiss.METRIC_INNER_PRODUCT).is_trained
 

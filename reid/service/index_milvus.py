@@ -26,6 +26,7 @@ from typing import Any
 
 import numpy as np
 
+from reid.service.index import exact_search
 from reid.service.store import Filters, IndexRows, Store
 
 log = logging.getLogger(__name__)
@@ -277,12 +278,4 @@ class MilvusIndex:
         """Passive mode: brute force over SQLite (correct, slow; for CLI processes)."""
         assert self.store is not None
         wanted = self.store.filter_ids(filters or Filters()) if subset is None else subset
-        got, mat = self.store.vectors(wanted, self.dim)
-        scores = np.zeros((len(q), k), np.float32)
-        ids = np.full((len(q), k), -1, np.int64)
-        if len(got):
-            s = q @ mat.T
-            for row in range(len(q)):
-                top = np.argsort(-s[row])[:k]
-                ids[row, : len(top)], scores[row, : len(top)] = got[top], s[row, top]
-        return scores, ids
+        return exact_search(self.store, self.dim, q, k, wanted)

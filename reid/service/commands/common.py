@@ -38,11 +38,12 @@ def load_embedder(settings: Any) -> Any:
 def open_gallery(settings: Any, background: bool = False) -> tuple[Any, Any]:
     """(embedder, gallery) for ``settings``; the caller closes both."""
     from reid.service.gallery import DataDirBusy, Gallery, ModelMismatch
+    from reid.service.index_milvus import MilvusUnavailable
 
     embedder = load_embedder(settings)
     try:
         return embedder, Gallery(settings, embedder, background=background)
-    except (ModelMismatch, DataDirBusy) as e:
+    except (ModelMismatch, DataDirBusy, MilvusUnavailable) as e:
         embedder.close()
         fail(str(e))
 
@@ -52,12 +53,15 @@ def check_model(settings: Any) -> None:
     server starts (the same check the gallery makes, with the command that fixes it)."""
     from reid.service.embedder import ModelError, file_digest, resolve_model
     from reid.service.gallery import DB_NAME, DataDirBusy, lock_data_dir
+    from reid.service.index_milvus import MilvusIndex, MilvusUnavailable
     from reid.service.store import Store
 
     try:
         lock_data_dir(Path(settings.data_dir), exclusive=False).close()
         image, video = resolve_model(settings.model)
-    except (DataDirBusy, ModelError) as e:
+        if settings.index_backend == "milvus" and settings.milvus_uri:  # a server: reachable?
+            MilvusIndex(1, settings.milvus_uri).close()
+    except (DataDirBusy, ModelError, MilvusUnavailable) as e:
         fail(str(e))
     db = Path(settings.data_dir) / DB_NAME
     if not db.is_file():

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime, timezone
-from pathlib import Path
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query
@@ -99,5 +98,4 @@ def cancel_job(q: JobsDep, settings: SettingsDep, job_id: JobId) -> JobOut:
 
 def _drop_upload(settings: Any, job: Job) -> None:
     if job.params.delete_after and job.params.path:
-        path = Path(job.params.path)  # the Redis queue stores it relative to the data dir
-        (path if path.is_absolute() else Path(settings.data_dir) / path).unlink(missing_ok=True)
+        job.params.local_path(settings.data_dir).unlink(missing_ok=True)
