@@ -146,7 +146,8 @@ def main() -> None:
     int8_path = str(Path(args.int8) / "image.onnx")
     int8 = read_onnx_metadata(int8_path)
     if int8.get("reid.precision") == "int8":
-        int8_name = f"ORT, shipped INT8 model ({int8.get('reid.fp32_stages') or 'no'} stages FP32), optimisation = all"
+        int8_name = (f"ORT, INT8 model `{Path(args.int8).name}` ({int8.get('reid.fp32_stages') or 'no'} stages FP32), "
+                     "optimisation = all")
         note = f"mean cosine to FP32 {int8.get('reid.int8_cosine')} on held-out crops (quantization.json)"
     else:
         int8_name = f"ORT, shipped model `{Path(args.int8).name}` (FP32), optimisation = all"
@@ -204,14 +205,14 @@ def main() -> None:
     ratio = int8_rate / torch_rate
     lines += [
         "",
-        f"**Result: the service's model ({int8.get('reid.precision', 'fp32')}) runs {ratio:.2f}× PyTorch eager** "
+        f"**Result: `{Path(args.int8).name}` ({int8.get('reid.precision', 'fp32')}) runs {ratio:.2f}× PyTorch eager** "
         "(goal ≥ 2.5×: "
         f"{'met' if ratio >= 2.5 else 'NOT met'}); FP32 ORT alone is {fp32_rate / torch_rate:.2f}×. "
         "The worker row includes preprocessing (resize, normalise) and batching, which the model-only rows do not.",
     ]
     if osnet_name in measured:
         peer = int8_rate / measured[osnet_name]
-        lines += ["", f"**Against the peer: the shipped model embeds {peer:.2f}× as many crops per second as "
+        lines += ["", f"**Against the peer: `{Path(args.int8).name}` embeds {peer:.2f}× as many crops per second as "
                   f"OSNet-x0.25** (goal ≥ 1.5×: {'met' if peer >= 1.5 else 'NOT met'}), same images, same threads."]
     lines += [
         "",

@@ -41,7 +41,7 @@ class Backbone(nn.Module):
 
 def shared_dir() -> Path:
     """Where development data and weights live (``REID_SHARED``, default ``../shared``)."""
-    return Path(os.environ.get("REID_SHARED", Path(__file__).resolve().parents[1].parent / "shared"))
+    return Path(os.environ.get("REID_SHARED", Path(__file__).resolve().parents[3] / "shared"))
 
 
 def default_mobilenetv2_weights() -> Path:
@@ -139,7 +139,14 @@ def resnet50(last_stride: int = 1, weights: str | Path | None = None) -> Backbon
     return Backbone(stages, info)
 
 
-BACKBONES: dict[str, Callable[..., Backbone]] = {"mobilenetv2": mobilenetv2, "resnet50": resnet50}
+def _osnet_x0_25(last_stride: int = 1, weights: str | Path | None = "msmt17") -> Backbone:
+    from reid.models.osnet import osnet_x0_25
+
+    return osnet_x0_25(last_stride, "msmt17" if weights == "imagenet" else weights)
+
+
+BACKBONES: dict[str, Callable[..., Backbone]] = {"mobilenetv2": mobilenetv2, "resnet50": resnet50,
+                                                 "osnet_x0_25": _osnet_x0_25}
 
 
 def build_backbone(name: str, **kwargs) -> Backbone:

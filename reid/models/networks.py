@@ -24,7 +24,7 @@ class ModelConfig:
     backbone: str = "mobilenetv2"
     last_stride: int = 1
     pretrained: str | None = "imagenet"  # "imagenet", a file path, or None
-    neck: str = "bn"  # bn | none — BN1d after GAP (IANet) or nothing (TKP code)
+    neck: str = "bn"  # bn | none | fc — BN1d after GAP (IANet), nothing (TKP code), fc+BN+ReLU (OSNet)
     num_classes: int = 0
     height: int = 256
     width: int = 128
@@ -75,30 +75,35 @@ class ImageNet(nn.Module):
                 insert_after(self.backbone, point, lambda c, _s: IABlock(
                     c, kernel=cfg.ia_kernel, temperature=cfg.ia_temperature,
                     combine=cfg.ia_combine, sigma_scale=cfg.ia_sigma_scale))
-        dim = self.backbone.info.out_channels
-        self.embedding_dim = dim
-        self.neck = _neck(cfg.neck, dim)
+        self.neck = _neck(cfg.neck, self.backbone)
+        dim = self.embedding_dim = _neck_dim(self.neck, self.backbone.info.out_channels)
         self.classifier = nn.Linear(dim, cfg.num_classes) if classifier and cfg.num_classes else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
-        return self.neck(F.adaptive_avg_pool2d(self.backbone(x), 1).flatten(1))
+        return self.neck(self.pooled(x))
 
     def features_and_regions(self, x: torch.Tensor, n_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
         """(embedding [B, D], regions [B, n, D]): the regions are ``n`` equal horizontal stripes of
-        the feature map, average-pooled and passed through the same (eval-mode, affine) neck, so
-        their mean equals the embedding — what VRSTC's occlusion scoring works on (models.vrstc)."""
+        the feature map, average-pooled and passed through the same eval-mode neck (for an affine
+        neck their mean equals the embedding; the ``fc`` neck's ReLU makes that approximate) —
+        what VRSTC's occlusion scoring works on (models.vrstc)."""
         fmap = self.backbone(x)
         b, c, h, w = fmap.shape
         if h % n_regions:
             raise ValueError(f"feature map height {h} does not split into {n_regions} equal regions")
         stripes = fmap.reshape(b, c, n_regions, h // n_regions * w).mean(dim=3)  # [B, C, n]
-        regions = self.neck(stripes.transpose(1, 2).reshape(b * n_regions, c)).reshape(b, n_regions, c)
+        regions = self.neck(stripes.transpose(1, 2).reshape(b * n_regions, c)).reshape(b, n_regions, -1)
         return self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), regions
 
-    def forward(self, x: torch.Tensor):
-        f = self.features(x)
+    def pooled(self, x: torch.Tensor) -> torch.Tensor:
+        """The backbone's GAP feature, before the neck (what the retention loss compares)."""
+        return F.adaptive_avg_pool2d(self.backbone(x), 1).flatten(1)
+
+    def forward(self, x: torch.Tensor, with_pooled: bool = False):
+        pooled = self.pooled(x)
+        f = self.neck(pooled)
         if self.training and self.classifier is not None:
-            return self.classifier(f), f
+            return (self.classifier(f), f, pooled) if with_pooled else (self.classifier(f), f)
         return f
 
 
@@ -112,9 +117,8 @@ class VideoNet(nn.Module):
         self.backbone = _backbone(cfg)
         for point in cfg.nl_after:
             insert_after(self.backbone, point, lambda c, _s: NonLocalBlock(c))
-        dim = self.backbone.info.out_channels
-        self.embedding_dim = dim
-        self.neck = _neck(cfg.neck, dim)
+        self.neck = _neck(cfg.neck, self.backbone)
+        self.embedding_dim = _neck_dim(self.neck, self.backbone.info.out_channels)
 
     def frame_features(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[0], clips.shape[1]
@@ -152,13 +156,27 @@ class TKP(nn.Module):
                 "img_logits": self.classifier(img), "vid_logits": self.classifier(vid)}
 
 
-def _neck(kind: str, dim: int) -> nn.Module:
+def _neck(kind: str, backbone: Backbone) -> nn.Module:
+    """What follows GAP: ``bn`` (BNNeck, IANet), ``none`` (TKP's code) or ``fc`` (fc → BN → ReLU to
+    512-d, OSNet's head; initialised from the backbone's pretrained head when it has one)."""
+    dim = backbone.info.out_channels
     if kind == "bn":
-        bn = nn.BatchNorm1d(dim)
-        return bn
+        return nn.BatchNorm1d(dim)
     if kind == "none":
         return nn.Identity()
-    raise ValueError(f"unknown neck {kind!r}; use 'bn' or 'none'")
+    if kind == "fc":
+        from reid.models.osnet import embedding_head
+
+        head = embedding_head(dim)
+        state = getattr(backbone, "head_state", None)
+        if state:
+            head.load_state_dict(state, strict=False)
+        return head
+    raise ValueError(f"unknown neck {kind!r}; use 'bn', 'none' or 'fc'")
+
+
+def _neck_dim(neck: nn.Module, dim: int) -> int:
+    return neck[0].out_features if isinstance(neck, nn.Sequential) else dim
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

@@ -57,6 +57,7 @@ class OptimConfig:
     milestones: list[int] = field(default_factory=lambda: [20, 40])
     gamma: float = 0.1
     warmup_epochs: int = 0
+    backbone_lr_scale: float = 1.0  # backbone + neck lr = lr × this (< 1 to fine-tune a re-ID-trained net)
 
 
 @dataclass
@@ -66,6 +67,10 @@ class LossConfig:
     triplet_metric: str = "cosine"  # cosine (IANet) | euclidean (TKP)
     triplet_weight: float = 1.0
     # TKP
+    # keep what a pretrained net knew: weight × (1 − cos) between the backbone's pooled feature and
+    # the frozen initial backbone's, same image (learning without forgetting; before the neck, so
+    # BN batch vs running statistics do not enter); 0 = off
+    retain_weight: float = 0.0
     tkp_feature_weight: float = 1.0
     tkp_distance_weight: float = 1.0
     tkp_distance_norm: str = "code"  # code | talk

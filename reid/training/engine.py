@@ -4,6 +4,7 @@ Runs unchanged on CUDA (with AMP) or the CPU."""
 
 from __future__ import annotations
 
+import copy
 import csv
 import json
 import os
@@ -14,6 +15,7 @@ from pathlib import Path
 
 import numpy as np
 import torch
+import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch.utils.data import DataLoader
 
@@ -81,8 +83,12 @@ class Trainer:
                                              camids=cams if cfg.camera_aware else None)
         self.loader = DataLoader(self.dataset, batch_size=cfg.batch_ids * cfg.num_instances,
                                  sampler=self.sampler, drop_last=True, num_workers=0)
-        self.optimizer = torch.optim.Adam(self.model.parameters(), lr=cfg.optim.lr,
-                                          weight_decay=cfg.optim.weight_decay)
+        self.optimizer = torch.optim.Adam(_param_groups(self.model, cfg.optim.backbone_lr_scale),
+                                          lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
+        # the initial (pretrained) net, frozen, for the retention loss; built before any resume
+        self.initial = None
+        if cfg.loss.retain_weight and not self.is_tkp:
+            self.initial = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.out = cfg.out
@@ -132,10 +138,15 @@ class Trainer:
     def losses(self, x: torch.Tensor, pids: torch.Tensor) -> dict[str, torch.Tensor]:
         lc = self.cfg.loss
         if not self.is_tkp:
-            logits, feat = self.model(x)
-            return {"ce": label_smoothed_ce(logits, pids, lc.ce_epsilon),
-                    "triplet": lc.triplet_weight * batch_hard_triplet(
-                        feat, pids, margin=lc.triplet_margin, metric=lc.triplet_metric)}
+            logits, feat, pooled = self.model(x, with_pooled=True)
+            losses = {"ce": label_smoothed_ce(logits, pids, lc.ce_epsilon),
+                      "triplet": lc.triplet_weight * batch_hard_triplet(
+                          feat, pids, margin=lc.triplet_margin, metric=lc.triplet_metric)}
+            if self.initial is not None:
+                with torch.no_grad():
+                    before = self.initial.pooled(x)
+                losses["retain"] = lc.retain_weight * (1 - F.cosine_similarity(pooled, before, dim=1)).mean()
+            return losses
         out = self.model(x)
         t = x.shape[1]
         frame_pids = pids.repeat_interleave(t)
@@ -153,7 +164,7 @@ class Trainer:
         self.model.train()
         lr = lr_at(self.cfg, epoch)
         for g in self.optimizer.param_groups:
-            g["lr"] = lr
+            g["lr"] = lr * g["lr_scale"]
         self.sampler.set_epoch(epoch)
         n_batches = len(self.loader)
         if self.cfg.max_batches_per_epoch:
@@ -233,6 +244,14 @@ class Trainer:
         if writer:
             writer.close()
         return self.checkpoint_path()
+
+
+def _param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:
+    """Classifier parameters at the base lr, everything else at ``backbone_scale`` × lr."""
+    head, body = [], []
+    for name, p in model.named_parameters():
+        (head if name.startswith("classifier") else body).append(p)
+    return [{"params": body, "lr_scale": backbone_scale}, {"params": head, "lr_scale": 1.0}]
 
 
 def _append_csv(path: Path, row: dict) -> None:
