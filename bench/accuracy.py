@@ -74,7 +74,8 @@ ABLATION = {
         "osnet-cm2duke": "fine-tuned 2 epochs (backbone lr 1e-4, classifier 3.5e-4)",
         "osnet-cm2duke-retain": "… plus the retention loss (weight 1) to the MSMT17 backbone",
         "osnet-cm2duke-retain3": "retention weight 3 instead of 1",
-        "osnet-cm2duke-retain10": "retention weight 10 instead of 1"},
+        "osnet-cm2duke-retain10": "retention weight 10 instead of 1",
+        "osnet-cm2duke-retain-4ep": "retention weight 1, 4 epochs (×0.1 at 3) instead of 2"},
 }
 ABLATION_SET = "duke"
 
@@ -117,6 +118,10 @@ MODELS = {
                                        "(dev run)", "runs/osnet_cm2duke_retain10/export",
                                        "bench/training_logs/osnet_cm2duke_retain10.csv",
                                        "reid train configs/osnet_cm2duke_retain10.yaml", ("cuhk03", "market")),
+    "osnet-cm2duke-retain-4ep": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market, retention, 4 epochs "
+                                         "(dev run)", "runs/osnet_cm2duke_retain_4ep/export",
+                                         "bench/training_logs/osnet_cm2duke_retain_4ep.csv",
+                                         "reid train configs/osnet_cm2duke_retain_4ep.yaml", ("cuhk03", "market")),
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),

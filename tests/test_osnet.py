@@ -59,6 +59,8 @@ def test_random_osnet_stage_shapes():
 
 
 def test_a_wrong_onnx_file_is_a_clear_error(tmp_path: Path):
+    with pytest.raises(ValueError, match="no ImageNet OSNet weights"):
+        build_model(ModelConfig(backbone="osnet_x0_25", pretrained="imagenet", neck="fc"))
     with pytest.raises(FileNotFoundError, match="OSNet weights not found"):
         osnet_x0_25(weights=tmp_path / "missing.onnx")
     other = tmp_path / "other.onnx"

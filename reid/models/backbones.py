@@ -142,7 +142,10 @@ def resnet50(last_stride: int = 1, weights: str | Path | None = None) -> Backbon
 def _osnet_x0_25(last_stride: int = 1, weights: str | Path | None = "msmt17") -> Backbone:
     from reid.models.osnet import osnet_x0_25
 
-    return osnet_x0_25(last_stride, "msmt17" if weights == "imagenet" else weights)
+    if weights == "imagenet":
+        raise ValueError("no ImageNet OSNet weights ship offline: use pretrained: msmt17 (the re-ID-trained "
+                         "export in ../shared), an OSNet-x0.25 ONNX path, or null")
+    return osnet_x0_25(last_stride, weights)
 
 
 BACKBONES: dict[str, Callable[..., Backbone]] = {"mobilenetv2": mobilenetv2, "resnet50": resnet50,
