@@ -89,6 +89,12 @@ class ModelRow:
     trained_on: tuple[str, ...]  # SETS keys whose cameras it trained on
 
 
+def _osnet_dev_run(config: str, what: str) -> ModelRow:
+    """A leave-Duke-out fine-tune of the MSMT17 OSNet: configs/<config>.yaml, log kept in bench/."""
+    return ModelRow(f"OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market{what} (dev run)", f"runs/{config}/export",
+                    f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", ("cuhk03", "market"))
+
+
 MODELS = {
     "v3": ModelRow("v3.0 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke (shipped default)",
                    "reid/models/default", "reid/models/default/training_log.csv",
@@ -103,25 +109,9 @@ MODELS = {
     "cm2duke-192": ModelRow("ablation: v2.0 recipe without Duke, input 192×96",
                             "runs/mobilenetv2_ibn_cm2duke_192/export", "runs/mobilenetv2_ibn_cm2duke_192/log.csv",
                             "reid train configs/mobilenetv2_ibn_cm2duke_192.yaml", ("cuhk03", "market")),
-    "osnet-cm2duke": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market (dev run)",
-                              "runs/osnet_cm2duke/export", "bench/training_logs/osnet_cm2duke.csv",
-                              "reid train configs/osnet_cm2duke.yaml", ("cuhk03", "market")),
-    "osnet-cm2duke-retain": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market, retention loss (dev run)",
-                                     "runs/osnet_cm2duke_retain/export",
-                                     "bench/training_logs/osnet_cm2duke_retain.csv",
-                                     "reid train configs/osnet_cm2duke_retain.yaml", ("cuhk03", "market")),
-    "osnet-cm2duke-retain3": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market, retention weight 3 (dev run)",
-                                      "runs/osnet_cm2duke_retain3/export",
-                                      "bench/training_logs/osnet_cm2duke_retain3.csv",
-                                      "reid train configs/osnet_cm2duke_retain3.yaml", ("cuhk03", "market")),
-    "osnet-cm2duke-retain10": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market, retention weight 10 "
-                                       "(dev run)", "runs/osnet_cm2duke_retain10/export",
-                                       "bench/training_logs/osnet_cm2duke_retain10.csv",
-                                       "reid train configs/osnet_cm2duke_retain10.yaml", ("cuhk03", "market")),
-    "osnet-cm2duke-retain-4ep": ModelRow("OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market, retention, 4 epochs "
-                                         "(dev run)", "runs/osnet_cm2duke_retain_4ep/export",
-                                         "bench/training_logs/osnet_cm2duke_retain_4ep.csv",
-                                         "reid train configs/osnet_cm2duke_retain_4ep.yaml", ("cuhk03", "market")),
+    **{f"osnet-cm2duke{suffix}": _osnet_dev_run(f"osnet_cm2duke{suffix.replace('-', '_')}", what)
+       for suffix, what in (("", ""), ("-retain", ", retention loss"), ("-retain3", ", retention weight 3"),
+                            ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"))},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),

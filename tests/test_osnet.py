@@ -123,3 +123,31 @@ def test_osnet_resume_and_export_parity(tmp_path: Path):
     with torch.no_grad():
         ref = NormalizedEmbedder(model)(torch.from_numpy(x)).numpy()
     np.testing.assert_allclose(_ort(paths[0], x), ref, atol=1e-4)
+
+
+def test_bad_fine_tuning_settings_are_clear_errors(tmp_path: Path):
+    from test_generalisation import config_from_dict
+
+    with pytest.raises(ValueError, match="backbone_lr_scale must be ≥ 0"):
+        config_from_dict({"optim": {"backbone_lr_scale": -1}})
+    with pytest.raises(ValueError, match="retain_weight must be ≥ 0"):
+        config_from_dict({"loss": {"retain_weight": -0.5}})
+    cfg = _osnet_config(tmp_path, "tkp", retain_weight=1.0)
+    cfg.model.arch = "tkp"
+    with pytest.raises(ValueError, match="image nets"):
+        Trainer(cfg)
+
+
+def test_train_cli_names_a_bad_backbone_setting_without_a_traceback(tmp_path: Path):
+    import subprocess
+    import sys
+
+    import yaml
+
+    cfg = _osnet_config(tmp_path, "run").to_dict()
+    cfg["model"]["pretrained"] = "imagenet"
+    path = tmp_path / "bad.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    res = subprocess.run([sys.executable, "-m", "reid.cli", "train", str(path)], capture_output=True, text=True)
+    assert res.returncode == 2
+    assert "no ImageNet OSNet weights" in res.stderr and "Traceback" not in res.stderr

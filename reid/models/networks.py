@@ -75,8 +75,8 @@ class ImageNet(nn.Module):
                 insert_after(self.backbone, point, lambda c, _s: IABlock(
                     c, kernel=cfg.ia_kernel, temperature=cfg.ia_temperature,
                     combine=cfg.ia_combine, sigma_scale=cfg.ia_sigma_scale))
-        self.neck = _neck(cfg.neck, self.backbone)
-        dim = self.embedding_dim = _neck_dim(self.neck, self.backbone.info.out_channels)
+        self.neck, dim = _neck(cfg.neck, self.backbone)
+        self.embedding_dim = dim
         self.classifier = nn.Linear(dim, cfg.num_classes) if classifier and cfg.num_classes else None
 
     def features(self, x: torch.Tensor) -> torch.Tensor:
@@ -117,8 +117,7 @@ class VideoNet(nn.Module):
         self.backbone = _backbone(cfg)
         for point in cfg.nl_after:
             insert_after(self.backbone, point, lambda c, _s: NonLocalBlock(c))
-        self.neck = _neck(cfg.neck, self.backbone)
-        self.embedding_dim = _neck_dim(self.neck, self.backbone.info.out_channels)
+        self.neck, self.embedding_dim = _neck(cfg.neck, self.backbone)
 
     def frame_features(self, clips: torch.Tensor) -> torch.Tensor:
         b, t = clips.shape[0], clips.shape[1]
@@ -156,27 +155,27 @@ class TKP(nn.Module):
                 "img_logits": self.classifier(img), "vid_logits": self.classifier(vid)}
 
 
-def _neck(kind: str, backbone: Backbone) -> nn.Module:
-    """What follows GAP: ``bn`` (BNNeck, IANet), ``none`` (TKP's code) or ``fc`` (fc → BN → ReLU to
-    512-d, OSNet's head; initialised from the backbone's pretrained head when it has one)."""
+def _neck(kind: str, backbone: Backbone) -> tuple[nn.Module, int]:
+    """What follows GAP, and the embedding width it gives: ``bn`` (BNNeck, IANet), ``none`` (TKP's
+    code) or ``fc`` (fc → BN → ReLU to 512-d, OSNet's head; initialised from the backbone's
+    pretrained head when it has one)."""
     dim = backbone.info.out_channels
     if kind == "bn":
-        return nn.BatchNorm1d(dim)
+        return nn.BatchNorm1d(dim), dim
     if kind == "none":
-        return nn.Identity()
+        return nn.Identity(), dim
     if kind == "fc":
-        from reid.models.osnet import embedding_head
+        from reid.models.osnet import EMBEDDING_DIM, embedding_head
 
-        head = embedding_head(dim)
+        head = embedding_head(dim, EMBEDDING_DIM)
         state = getattr(backbone, "head_state", None)
         if state:
-            head.load_state_dict(state, strict=False)
-        return head
+            missing, unexpected = head.load_state_dict(state, strict=False)
+            # the export carries no BatchNorm step counter; anything else missing is a wrong file
+            if unexpected or any(not k.endswith("num_batches_tracked") for k in missing):
+                raise ValueError(f"pretrained head does not fit fc neck: missing {missing}, unexpected {unexpected}")
+        return head, EMBEDDING_DIM
     raise ValueError(f"unknown neck {kind!r}; use 'bn', 'none' or 'fc'")
-
-
-def _neck_dim(neck: nn.Module, dim: int) -> int:
-    return neck[0].out_features if isinstance(neck, nn.Sequential) else dim
 
 
 def build_model(cfg: ModelConfig) -> nn.Module:

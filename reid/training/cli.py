@@ -26,14 +26,14 @@ def register(app: typer.Typer) -> None:
             cfg.optim.epochs = epochs
         if output_dir is not None:
             cfg.output_dir = str(output_dir)
-        from reid.training.datasets import DatasetError
-        from reid.training.engine import train as run_training
+        from reid.training.engine import Trainer
 
-        try:
-            ckpt = run_training(cfg, resume=resume, device=device)
-        except DatasetError as exc:
+        try:  # building the run reads the data and the pretrained weights: their errors name the problem
+            trainer = Trainer(cfg, device)
+        except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
+        ckpt = trainer.run(resume=resume)
         typer.echo(f"checkpoint: {ckpt}")
         if export_to is not None:
             from reid.models.export import export_checkpoint

@@ -59,6 +59,10 @@ class OptimConfig:
     warmup_epochs: int = 0
     backbone_lr_scale: float = 1.0  # backbone + neck lr = lr × this (< 1 to fine-tune a re-ID-trained net)
 
+    def __post_init__(self) -> None:
+        if self.backbone_lr_scale < 0:
+            raise ValueError(f"optim.backbone_lr_scale must be ≥ 0, got {self.backbone_lr_scale}")
+
 
 @dataclass
 class LossConfig:
@@ -66,14 +70,18 @@ class LossConfig:
     triplet_margin: float = 0.3
     triplet_metric: str = "cosine"  # cosine (IANet) | euclidean (TKP)
     triplet_weight: float = 1.0
-    # TKP
     # keep what a pretrained net knew: weight × (1 − cos) between the backbone's pooled feature and
     # the frozen initial backbone's, same image (learning without forgetting; before the neck, so
-    # BN batch vs running statistics do not enter); 0 = off
+    # BN batch vs running statistics do not enter); 0 = off; image nets only
     retain_weight: float = 0.0
+    # TKP
     tkp_feature_weight: float = 1.0
     tkp_distance_weight: float = 1.0
     tkp_distance_norm: str = "code"  # code | talk
+
+    def __post_init__(self) -> None:
+        if self.retain_weight < 0:
+            raise ValueError(f"loss.retain_weight must be ≥ 0, got {self.retain_weight}")
 
 
 @dataclass

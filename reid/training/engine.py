@@ -59,6 +59,8 @@ class Trainer:
         torch.set_flush_denormal(True)
         seed_everything(cfg.seed)
         data = cfg.data
+        if cfg.loss.retain_weight and cfg.model.arch == "tkp":
+            raise ValueError("loss.retain_weight applies to image nets (arch baseline/ianet), not tkp")
         sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
         self.split = sources[0]
         self.eval_split = load_split(resolve_path(data.eval.root), data.eval.format) if data.eval else sources[0]
@@ -87,7 +89,7 @@ class Trainer:
                                           lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
         # the initial (pretrained) net, frozen, for the retention loss; built before any resume
         self.initial = None
-        if cfg.loss.retain_weight and not self.is_tkp:
+        if cfg.loss.retain_weight:
             self.initial = copy.deepcopy(self.model).eval().requires_grad_(False)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -276,8 +278,3 @@ def _tensorboard(out: Path):
     except ImportError:
         return None
     return SummaryWriter(str(out / "tb"))
-
-
-def train(cfg: TrainConfig, resume: bool = False, device: str | None = None) -> Path:
-    return Trainer(cfg, device).run(resume=resume)
-
