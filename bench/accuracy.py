@@ -10,6 +10,7 @@ run, side by side (round-robin, best of 3).
     python bench/datasets.py                      # once: Market-1501, Duke, Partial-REID/iLIDS, MOT17 crops
     python bench/accuracy.py                      # every model × every set
     python bench/accuracy.py --models osnet --sets duke,market
+    python bench/accuracy.py --models '' --reranks kr,can50,can100,can200   # second stages (dev model)
 """
 
 from __future__ import annotations
@@ -78,6 +79,20 @@ ABLATION = {
         "osnet-cm2duke-retain-4ep": "retention weight 1, 4 epochs (×0.1 at 3) instead of 2"},
 }
 ABLATION_SET = "duke"
+#: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
+#: training sets (configs/can_cm2duke.yaml): judged on Duke like the ablation, also shown in-domain
+#: (CUHK03) and on the held-out sets
+RERANK_MODEL = "osnet-cm2duke-retain-4ep"
+RERANK_SETS = ("duke", "cuhk03", "partial_reid", "partial_ilids")
+_CAN = ["--rerank", "can", "--pair-model", "runs/can_cm2duke/pair.onnx", "--rerank-k"]
+RERANKS = {
+    "kr": ("k-reciprocal (k1 20, k2 6, λ 0.3)", ["--rerank", "kreciprocal"]),
+    "can50": ("CAN pair model, rerank_k 50", [*_CAN, "50"]),
+    "can100": ("CAN pair model, rerank_k 100", [*_CAN, "100"]),
+    "can200": ("CAN pair model, rerank_k 200", [*_CAN, "200"]),
+    "canneck100": ("CAN + the neck tuned with it (configs/can_cm2duke_neck.yaml), rerank_k 100",
+                   ["--rerank", "can", "--pair-model", "runs/can_cm2duke_neck/pair.onnx", "--rerank-k", "100"]),
+}
 
 
 @dataclass(frozen=True)
@@ -148,6 +163,19 @@ def embed_speeds(models: list[tuple[Path, bool]], images: list) -> list[float]:
     return best
 
 
+def _store(results: dict, key: str, cell: dict) -> None:
+    # re-read before writing: several runs (other models, other sets) may share the file
+    results.update(json.loads(RESULTS.read_text()) if RESULTS.is_file() else {})
+    results[key] = cell
+    RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+
+
+def _eval_cell(args: list[str]) -> dict:
+    r = reid_eval(*args)
+    return {"rank1": r["rank1"], "mAP": r["mAP"], "mINP": r["mINP"], "date": time.strftime("%Y-%m-%d"),
+            "command": " ".join(["reid", "eval", *args])}
+
+
 def measure(keys: list[str], sets: list[str], results: dict) -> None:
     for key in keys:
         row = MODELS[key]
@@ -162,15 +190,20 @@ def measure(keys: list[str], sets: list[str], results: dict) -> None:
                 print(f"skip {set_key}: {es.root} missing (python bench/datasets.py)", file=sys.stderr)
                 continue
             for mode in es.modes:
-                args = ["--model", row.path, "--data", str(es.root), "--format", es.format, "--mode", mode, *extra]
-                r = reid_eval(*args)
-                cell = {"rank1": r["rank1"], "mAP": r["mAP"], "mINP": r["mINP"], "date": time.strftime("%Y-%m-%d"),
-                        "command": " ".join(["reid", "eval", *args])}
-                print(f"{key} {set_key} {mode}: {r['rank1']:.1f} / {r['mAP']:.1f} / {r['mINP']:.1f}", flush=True)
-                # re-read before writing: several runs (other models, other sets) may share the file
-                results.update(json.loads(RESULTS.read_text()) if RESULTS.is_file() else {})
-                results[f"{key}|{set_key}|{mode}"] = cell
-                RESULTS.write_text(json.dumps(results, indent=1, sort_keys=True) + "\n")
+                c = _eval_cell(["--model", row.path, "--data", str(es.root), "--format", es.format, "--mode", mode,
+                                *extra])
+                print(f"{key} {set_key} {mode}: {c['rank1']:.1f} / {c['mAP']:.1f} / {c['mINP']:.1f}", flush=True)
+                _store(results, f"{key}|{set_key}|{mode}", c)
+
+
+def measure_reranks(variants: list[str], sets: list[str], results: dict) -> None:
+    row = MODELS[RERANK_MODEL]
+    for set_key in [s for s in sets if s in RERANK_SETS]:
+        es = SETS[set_key]
+        for v in variants:
+            c = _eval_cell(["--model", row.path, "--data", str(es.root), "--format", es.format, *RERANKS[v][1]])
+            print(f"{RERANK_MODEL}+{v} {set_key}: {c['rank1']:.1f} / {c['mAP']:.1f} / {c['mINP']:.1f}", flush=True)
+            _store(results, f"{RERANK_MODEL}+{v}|{set_key}|i2i", c)
 
 
 def cell(results: dict, key: str, set_key: str, mode: str) -> list[str]:
@@ -235,8 +268,34 @@ def render(results: dict, speeds: dict[str, float]) -> list[str]:
             speed = f"{speeds[k]:.0f}" if k in speeds else "—"
             lines.append(f"| {group[k]} | {r['rank1']:.1f} | {r['mAP']:.1f} | {r['rank1'] - base['rank1']:+.1f} | "
                          f"{r['mAP'] - base['mAP']:+.1f} | {cuhk_r1} | {train_minutes(MODELS[k].log)} | {speed} |")
+    lines += _render_reranks(results)
     lines += ["", "## Commands", "", "Each cell above is the JSON line of one of these:", ""]
-    lines += [f"    {results[k]['command']}" for k in sorted(results) if k.split("|")[0] in keys]
+    lines += [f"    {results[k]['command']}" for k in sorted(results) if k.split("|")[0].split("+")[0] in keys]
+    return lines
+
+
+def _render_reranks(results: dict) -> list[str]:
+    done = [v for v in RERANKS if any(f"{RERANK_MODEL}+{v}|{s}|i2i" in results for s in RERANK_SETS)]
+    if not done:
+        return []
+    lines = ["", f"## Re-ranking — a second stage over the cosine ranking, on the {MODELS[RERANK_MODEL].name}", "",
+             f"Judged on {SETS[ABLATION_SET].label} like the ablation (the CAN pair models trained on the dev model's "
+             "own training sets, CUHK03 + Market-1501, with the image net frozen: reid/training/can.py); CUHK03 val is "
+             "in-domain, the Partial sets held out. Δ = against no re-ranking. Latency and storage: "
+             "[can_rerank.md](can_rerank.md).", "",
+             "| second stage | " + " | ".join(f"{SETS[s].label} R1 / mAP (Δ R1)" for s in RERANK_SETS) + " |",
+             "|---|" + "---|" * len(RERANK_SETS)]
+
+    def cells(key: str) -> list[str]:
+        out = []
+        for s in RERANK_SETS:
+            r, base = results.get(f"{key}|{s}|i2i"), results.get(f"{RERANK_MODEL}|{s}|i2i")
+            delta = f" ({r['rank1'] - base['rank1']:+.1f})" if r and base and key != RERANK_MODEL else ""
+            out.append(f"{r['rank1']:.1f} / {r['mAP']:.1f}{delta}" if r else "—")
+        return out
+
+    lines.append(f"| none (cosine) | {' | '.join(cells(RERANK_MODEL))} |")
+    lines += [f"| {RERANKS[v][0]} | {' | '.join(cells(f'{RERANK_MODEL}+{v}'))} |" for v in done]
     return lines
 
 
@@ -244,14 +303,19 @@ def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("--models", default=",".join(MODELS), help=f"comma-separated: {', '.join(MODELS)}")
     ap.add_argument("--sets", default=",".join(SETS), help=f"comma-separated: {', '.join(SETS)}")
+    ap.add_argument("--reranks", default="", help=f"comma-separated second stages to measure on {RERANK_MODEL} "
+                    f"({', '.join(RERANKS)}); with --models '' only these")
     ap.add_argument("--out", default=str(REPO / "bench" / "accuracy.md"))
     args = ap.parse_args()
-    keys, sets = args.models.split(","), args.sets.split(",")
-    unknown = [k for k in keys if k not in MODELS] + [s for s in sets if s not in SETS]
+    keys, sets = [k for k in args.models.split(",") if k], args.sets.split(",")
+    variants = [v for v in args.reranks.split(",") if v]
+    unknown = [k for k in keys if k not in MODELS] + [s for s in sets if s not in SETS] + \
+        [v for v in variants if v not in RERANKS]
     if unknown:
         ap.error(f"unknown model or set: {', '.join(unknown)}")
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else {}
     measure(keys, sets, results)
+    measure_reranks(variants, sets, results)
     results = json.loads(RESULTS.read_text()) if RESULTS.is_file() else results
     from reid.models.preprocess import read_image
 

@@ -25,7 +25,7 @@ FLAGS = ["--height", "256", "--width", "128", "--color", "RGB", "--scale", "0.00
          "--mean", "0.485,0.456,0.406", "--std", "0.229,0.224,0.225", "--threads", "1"]
 RUNS = [
     ("i2i", []), ("i2v", []), ("v2v", []), ("v2i", []),
-    ("i2i", ["--ap", "trapezoid"]), ("i2i", ["--flip"]), ("i2i", ["--rerank"]), ("i2i", ["--aqe"]),
+    ("i2i", ["--ap", "trapezoid"]), ("i2i", ["--flip"]), ("i2i", ["--rerank", "kreciprocal"]), ("i2i", ["--aqe"]),
 ]
 
 

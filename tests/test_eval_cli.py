@@ -85,12 +85,20 @@ def test_options_rerank_aqe_flip_trapezoid(small_val):
     base = ["--model", str(REPO / "reid" / "models" / "default"), "--data", str(small_val)]
     code, out = _run(*base)
     plain = _json(out)
-    code, out = _run(*base, "--rerank", "--k1", "10", "--k2", "3", "--lambda", "0.3", "--aqe", "--flip",
+    code, out = _run(*base, "--rerank", "kreciprocal", "--k1", "10", "--k2", "3", "--lambda", "0.3", "--aqe", "--flip",
                      "--ap", "trapezoid")
     assert code == 0, out
     r = _json(out)
-    assert r["rerank"] and r["aqe"] and r["flip"] and r["ap"] == "trapezoid"
+    assert r["rerank"] == "kreciprocal" and r["aqe"] and r["flip"] and r["ap"] == "trapezoid"
     assert r["num_query"] == plain["num_query"] and r["mAP"] != plain["mAP"]
+
+
+def test_bad_rerank_options_are_cli_errors(small_val, tmp_path):
+    base = ["--model", str(REPO / "reid" / "models" / "default"), "--data", str(small_val)]
+    for extra, hint in ((["--rerank", "foo"], "kreciprocal, can"), (["--rerank", "can", "--rerank-k", "0"], "≥ 1"),
+                        (["--rerank", "can", "--pair-model", str(tmp_path / "none.onnx")], "train-can")):
+        code, out = _run(*base, *extra)
+        assert code == 2 and hint in out and "Traceback" not in out, out
 
 
 def test_foreign_onnx_without_preprocessing_is_a_cli_error(small_val, osnet_onnx):

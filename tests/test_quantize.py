@@ -50,12 +50,14 @@ def _val_crops(n: int) -> np.ndarray:
 
 
 def test_shipped_default_is_the_fp32_export():
-    """v3.0 (OSNet-x0.25): its INT8 quantisation reaches the agreement target but embeds *slower*
-    than FP32 on this CPU (depthwise convs; bench/embed_speed_int8.md), so the FP32 export is what
+    """v3 (OSNet-x0.25): its INT8 quantisation reaches the agreement target but embeds *slower*
+    than FP32 on this CPU (bench/embed_speed_int8.md), so the FP32 export is what
     ships (reid/models/default/MODEL_CARD.md)."""
     assert (DEFAULT / "image.onnx").read_bytes() == (FP32 / "image.onnx").read_bytes()
     meta = read_onnx_metadata(str(DEFAULT / "image.onnx"))
-    assert meta.get("reid.precision", "fp32") == "fp32" and meta["reid.version"] == "3.0.0"
+    assert meta.get("reid.precision", "fp32") == "fp32"
+    card = (DEFAULT / "MODEL_CARD.md").read_text().splitlines()[0]
+    assert f"v{meta['reid.version']}, FP32" in card  # the card describes this very file
     int8, _ = _quantized_nodes(DEFAULT / "image.onnx")
     assert not int8
 

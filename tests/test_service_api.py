@@ -33,8 +33,9 @@ N_IDS = 30
 class Server:
     """`python -m reid.cli serve` in a subprocess, on a free port, with its own data dir."""
 
-    def __init__(self, data_dir: Path, **env: str) -> None:
+    def __init__(self, data_dir: Path, model: Path = MODEL, **env: str) -> None:
         self.data_dir = data_dir
+        self.model = model
         self.env = {
             **os.environ,
             "OMP_NUM_THREADS": "1",
@@ -64,7 +65,7 @@ class Server:
             "--host",
             "127.0.0.1",
             "--model",
-            str(MODEL),
+            str(self.model),
             "--data-dir",
             str(self.data_dir),
         ]
@@ -310,7 +311,7 @@ def check_filters_tracklets_and_delete(server: Server, split) -> None:
         (trk,) = r.json()["items"]
         assert trk["kind"] == "tracklet" and trk["n_frames"] == 3
         q = query(c, gallery[3:6], top_k=1, cameras="D").json()
-        assert q["query"] == {"kind": "tracklet", "n_frames": 3}
+        assert q["query"] == {"kind": "tracklet", "n_frames": 3, "rerank": "none"}
         assert q["results"][0]["id"] == trk["id"] and q["results"][0]["score"] > 0.999
         # delete: gone from listing, search and thumbnails
         assert c.delete(f"/gallery/{c_ids[0]}").status_code == 204

@@ -60,6 +60,29 @@ def test_clean_tracklets_pool_exactly_as_the_mean():
     assert not complete(one, VrstcConfig(tau=0.999))[1].any()
 
 
+def test_with_the_models_embeddings_unrepaired_frames_keep_theirs():
+    """A non-affine neck (OSNet's fc → BN → ReLU): regions no longer average to the embedding, so
+    VRSTC pools the model's own frame embeddings, moved only by what the repair changed."""
+    regions = _tracklet(t=6, seed=4)
+    rng = np.random.default_rng(5)
+    embeddings = regions.mean(axis=1) + 0.3 * rng.standard_normal((6, 64)).astype(np.float32)
+    embeddings /= np.linalg.norm(embeddings, axis=1, keepdims=True)
+    mean_pooled = embeddings.mean(axis=0) / np.linalg.norm(embeddings.mean(axis=0))
+    nothing = VrstcConfig(tau=float(region_scores(regions).min()) - 1e-3)
+    np.testing.assert_allclose(pool(regions, nothing, embeddings), mean_pooled, atol=1e-6)  # = mean pooling
+    covered = regions.copy()
+    covered[2, 3] = rng.standard_normal(64) * 2
+    repaired, occluded = complete(covered, VrstcConfig(tau=0.8))
+    assert occluded.sum() == 1
+    got = pool(covered, VrstcConfig(tau=0.8), embeddings)
+    # frame 2's embedding moves by exactly the repair's change of its region mean (scaled back)
+    before = covered[2].mean(axis=0)
+    frame2 = embeddings[2] * np.linalg.norm(before) + repaired[2].mean(axis=0) - before
+    frames = embeddings.copy()
+    frames[2] = frame2 / np.linalg.norm(frame2)
+    np.testing.assert_allclose(got, frames.mean(axis=0) / np.linalg.norm(frames.mean(axis=0)), atol=1e-5)
+
+
 def test_calibrated_tau_flags_the_asked_fraction_of_clean_regions():
     clean = [_tracklet(t=5, seed=s) for s in range(40)]
     tau = calibrate_tau(clean, false_alarm=0.05)
@@ -90,11 +113,12 @@ def test_exported_regions_average_to_the_embedding(exported: Path):
     import onnxruntime as ort
 
     sess = ort.InferenceSession(str(exported / "image.onnx"), providers=["CPUExecutionProvider"])
-    assert [o.name for o in sess.get_outputs()] == ["embeddings", "regions"]
-    assert read_onnx_metadata(str(exported / "image.onnx"))["reid.regions"] == "4"  # 64 px → 1/16 map of 4 rows
+    assert [o.name for o in sess.get_outputs()] == ["embeddings", "regions", "maps"]  # maps: CAN (test_can.py)
+    meta = read_onnx_metadata(str(exported / "image.onnx"))
+    assert meta["reid.regions"] == "4" and meta["reid.map_grid"] == "4x2"  # 64 px → 1/16 map of 4 rows
     x = np.random.default_rng(2).standard_normal((3, 3, 64, 32)).astype(np.float32)
-    emb, regions = sess.run(None, {"images": x})
-    assert regions.shape == (3, 4, emb.shape[1])
+    emb, regions, maps = sess.run(None, {"images": x})
+    assert regions.shape == (3, 4, emb.shape[1]) and maps.shape[0] == 3 and maps.shape[2:] == (4, 2)
     mean = regions.mean(axis=1)
     np.testing.assert_allclose(mean / np.linalg.norm(mean, axis=1, keepdims=True), emb, atol=1e-5)
 
@@ -127,7 +151,7 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     np.testing.assert_allclose(mean_vec, plain, atol=1e-6)
     from reid.training.evaluate import OnnxEmbedder
 
-    scores = region_scores(OnnxEmbedder(model).embed_with_regions(frames)[1])
+    scores = region_scores(OnnxEmbedder(model).embed_parts(frames, regions=True)[1])
     others = np.delete(scores, 2, axis=0)
     assert scores[2].max() < others.min()  # even an untrained net finds the covered frame
     tau = round(float(scores[2].max() + others.min()) / 2, 4)
@@ -164,8 +188,8 @@ def test_shipped_model_scores_covered_regions_lower():
         f[f.shape[0] // 2:] = 128
     model = OnnxEmbedder(REPO / "reid" / "models" / "default")
     assert model.has_regions and model.vrstc_tau is not None
-    before = region_scores(model.embed_with_regions(clean)[1])
-    after = region_scores(model.embed_with_regions(occluded)[1])
+    before = region_scores(model.embed_parts(clean, regions=True)[1])
+    after = region_scores(model.embed_parts(occluded, regions=True)[1])
     for t in (1, 4):
         assert (after[t, 2:] < before[t, 2:] - 0.05).all(), (t, before[t], after[t])
 

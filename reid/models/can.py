@@ -7,10 +7,14 @@ re-scoring a (query, candidate) pair of re-ID feature maps.
 * Attention: A_i = softmax_i(wᵀ r_i / (m·τ)), τ = 0.025 (the code's mean over j, hence /m).
 * Residual: the attended map is P ⊙ (1 + A) (one weight per position, shared by the channels);
   the same module (shared weights) attends Q with Rᵀ.
-* Pair score: cosine of the global-average-pooled attended maps (CAN's inference rule, without
-  its ×7 scale, which does not change a ranking).
+* Pair score: cosine of the pooled attended maps (CAN's inference rule, without its ×7 scale,
+  which does not change a ranking), each passed through the image net's neck first so that the
+  score lives in the embedding space the index ranks by. Adapted: the pooling divides by the
+  mean residual weight (1 + 1/m), so uniform attention gives exactly the plain GAP feature —
+  an untrained CAN scores every pair as the index does, and training can only move it from there.
 
-m is the re-ID feature map's size at the model's input (8×4 = 32 at 128×64), not CAN's 6×6.
+m is the size of the spatial map the image model exports (``maps``, pooled to 8×4 = 32 positions
+by reid.models.networks.MAP_GRID; OSNet's 16×8 map at 256×128 is pooled 2×2), not CAN's 6×6.
 """
 
 from __future__ import annotations
@@ -59,19 +63,29 @@ class CrossAttention(nn.Module):
         return p * (1 + ap), q * (1 + aq)
 
 
-def pair_scores(attended_p: torch.Tensor, attended_q: torch.Tensor) -> torch.Tensor:
-    """[B]: cosine of the pooled attended maps."""
-    return F.cosine_similarity(attended_p.mean(dim=(2, 3)), attended_q.mean(dim=(2, 3)), dim=1)
+def attended_pool(attended: torch.Tensor) -> torch.Tensor:
+    """[B, C]: GAP of an attended map P ⊙ (1 + A), divided by the mean weight 1 + 1/m (A sums to 1)."""
+    m = attended.shape[2] * attended.shape[3]
+    return attended.mean(dim=(2, 3)) / (1 + 1 / m)
+
+
+def pair_scores(attended_p: torch.Tensor, attended_q: torch.Tensor, neck: nn.Module | None = None) -> torch.Tensor:
+    """[B]: cosine of the pooled attended maps, through ``neck`` (the image net's) when given."""
+    fp, fq = attended_pool(attended_p), attended_pool(attended_q)
+    if neck is not None:
+        fp, fq = neck(fp), neck(fq)
+    return F.cosine_similarity(fp, fq, dim=1)
 
 
 class PairScorer(nn.Module):
     """What `reid.kind = pair` exports: (query map [1, C, h, w], K candidate maps [K, C, h, w]) → K
-    scores, the query attended against each candidate."""
+    scores, the query attended against each candidate, pooled features through ``neck``."""
 
-    def __init__(self, attention: CrossAttention):
+    def __init__(self, attention: CrossAttention, neck: nn.Module | None = None):
         super().__init__()
         self.attention = attention
+        self.neck = neck if neck is not None else nn.Identity()
 
     def forward(self, query: torch.Tensor, candidates: torch.Tensor) -> torch.Tensor:
         q = query.expand(candidates.shape[0], -1, -1, -1)
-        return pair_scores(*self.attention(q, candidates))
+        return pair_scores(*self.attention(q, candidates), self.neck)

@@ -3,7 +3,9 @@
 ``image.onnx`` takes [B, 3, H, W]; for TKP, ``video.onnx`` takes [B, T, 3, H, W]. Both output
 L2-normalised float32 embeddings and carry the preprocessing contract as ``reid.*`` metadata.
 ``image.onnx`` also outputs ``regions`` [B, R, D] (``reid.regions`` = R horizontal stripes whose
-mean is the embedding before normalisation) for VRSTC's occlusion handling (reid/models/vrstc.py)."""
+mean is the embedding before normalisation) for VRSTC's occlusion handling (reid/models/vrstc.py),
+and ``maps`` [B, C, h, w] (``reid.map_grid`` = "hxw", the backbone map pooled to CAN's grid) for
+the cross-attention re-ranker (reid/models/can.py)."""
 
 from __future__ import annotations
 
@@ -37,11 +39,13 @@ def export_module(net: torch.nn.Module, out: Path, spec: PreprocessSpec, card: M
         dummy = torch.randn(2, 3, spec.height, spec.width)
         with torch.no_grad():
             map_height = net.eval().backbone(dummy[:1]).shape[2]
+            grid = net.embedding_parts(dummy[:1], 1)[2].shape[2:]
         n_regions = region_count(map_height)
         embedder = NormalizedEmbedder(net, n_regions).eval()
-        axes = {"images": {0: "batch"}, "embeddings": {0: "batch"}, "regions": {0: "batch"}}
-        names, outputs = ["images"], ["embeddings", "regions"]
+        axes = {"images": {0: "batch"}, "embeddings": {0: "batch"}, "regions": {0: "batch"}, "maps": {0: "batch"}}
+        names, outputs = ["images"], ["embeddings", "regions", "maps"]
         card.extra["reid.regions"] = str(n_regions)
+        card.extra["reid.map_grid"] = f"{grid[0]}x{grid[1]}"
     out.parent.mkdir(parents=True, exist_ok=True)
     with torch.no_grad():
         torch.onnx.export(embedder, (dummy,), str(out), input_names=names, output_names=outputs,
@@ -100,6 +104,22 @@ def export_model(model: torch.nn.Module, cfg: ModelConfig, out_dir: str | Path, 
                                    ModelCard(vid.embedding_dim, "video", arch, trained_on, version)))
     (out_dir / "model_config.json").write_text(json.dumps(cfg.to_dict(), indent=2))
     return paths
+
+
+def export_pair(scorer: torch.nn.Module, out: Path, channels: int, grid: tuple[int, int], trained_on: str,
+                image_arch: str, version: str = "0") -> Path:
+    """CAN's pair scorer (reid/models/can.py) as ``pair.onnx``: inputs ``query`` [1, C, h, w] and
+    ``candidates`` [K, C, h, w] (the image model's ``maps``), output ``scores`` [K]."""
+    h, w = grid
+    query, cands = torch.randn(1, channels, h, w), torch.randn(3, channels, h, w)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    with torch.no_grad():
+        torch.onnx.export(scorer.eval(), (query, cands), str(out), input_names=["query", "candidates"],
+                          output_names=["scores"], dynamic_axes={"candidates": {0: "k"}, "scores": {0: "k"}},
+                          opset_version=OPSET, dynamo=False)
+    write_onnx_metadata(out, {"reid.kind": "pair", "reid.arch": f"can-{image_arch}", "reid.trained_on": trained_on,
+                              "reid.version": version, "reid.map_grid": f"{h}x{w}", "reid.map_channels": str(channels)})
+    return out
 
 
 def parity(net: torch.nn.Module, onnx_path: Path, inputs: np.ndarray) -> float:

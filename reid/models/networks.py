@@ -82,18 +82,25 @@ class ImageNet(nn.Module):
     def features(self, x: torch.Tensor) -> torch.Tensor:
         return self.neck(self.pooled(x))
 
-    def features_and_regions(self, x: torch.Tensor, n_regions: int) -> tuple[torch.Tensor, torch.Tensor]:
-        """(embedding [B, D], regions [B, n, D]): the regions are ``n`` equal horizontal stripes of
-        the feature map, average-pooled and passed through the same eval-mode neck (for an affine
-        neck their mean equals the embedding; the ``fc`` neck's ReLU makes that approximate) —
-        what VRSTC's occlusion scoring works on (models.vrstc)."""
+    def embedding_parts(self, x: torch.Tensor, n_regions: int,
+                        grid: tuple[int, int] | None = None) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(embedding [B, D], regions [B, n, D], spatial map [B, C, h, w]).
+
+        Regions are ``n`` equal horizontal stripes of the feature map, average-pooled and passed
+        through the same eval-mode neck (for an affine neck their mean equals the embedding; the
+        ``fc`` neck's ReLU makes that approximate) — what VRSTC's occlusion scoring works on
+        (models.vrstc). The map is the feature map average-pooled to ``grid`` (default
+        :func:`map_grid`) — what CAN's cross-attention re-scores (models.can); its GAP is the
+        full map's GAP, so the neck turns it into the embedding."""
         fmap = self.backbone(x)
         b, c, h, w = fmap.shape
         if h % n_regions:
             raise ValueError(f"feature map height {h} does not split into {n_regions} equal regions")
         stripes = fmap.reshape(b, c, n_regions, h // n_regions * w).mean(dim=3)  # [B, C, n]
         regions = self.neck(stripes.transpose(1, 2).reshape(b * n_regions, c)).reshape(b, n_regions, -1)
-        return self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), regions
+        gh, gw = grid or map_grid(h, w)
+        maps = fmap.reshape(b, c, gh, h // gh, gw, w // gw).mean(dim=(3, 5))  # average pooling that exports
+        return self.neck(F.adaptive_avg_pool2d(fmap, 1).flatten(1)), regions, maps
 
     def pooled(self, x: torch.Tensor) -> torch.Tensor:
         """The backbone's GAP feature, before the neck (what the retention loss compares)."""
@@ -105,6 +112,17 @@ class ImageNet(nn.Module):
         if self.training and self.classifier is not None:
             return (self.classifier(f), f, pooled) if with_pooled else (self.classifier(f), f)
         return f
+
+
+#: the spatial map CAN re-scores: 8×4 positions (m = 32), CAN's own scale (6×6 = 36), small enough
+#: to store per gallery item (128 channels × 32 × fp16 = 8 KB for OSNet-x0.25)
+MAP_GRID = (8, 4)
+
+
+def map_grid(h: int, w: int) -> tuple[int, int]:
+    """:data:`MAP_GRID` when the feature map pools to it evenly, else the map's own size."""
+    gh, gw = MAP_GRID
+    return (gh, gw) if h % gh == 0 and w % gw == 0 and h >= gh and w >= gw else (h, w)
 
 
 class VideoNet(nn.Module):
@@ -198,7 +216,8 @@ def video_branch(model: nn.Module) -> VideoNet | None:
 
 class NormalizedEmbedder(nn.Module):
     """What gets exported: the eval-mode embedding, L2-normalised inside the graph; with
-    ``n_regions`` (image nets) also the unnormalised region features as a second output."""
+    ``n_regions`` (image nets) also the unnormalised region features and the pooled spatial map
+    (``embedding_parts``) as second and third outputs."""
 
     def __init__(self, net: nn.Module, n_regions: int = 0):
         super().__init__()
@@ -207,8 +226,8 @@ class NormalizedEmbedder(nn.Module):
 
     def forward(self, x: torch.Tensor):
         if self.n_regions:
-            emb, regions = self.net.features_and_regions(x, self.n_regions)
-            return F.normalize(emb, dim=1), regions
+            emb, regions, maps = self.net.embedding_parts(x, self.n_regions)
+            return F.normalize(emb, dim=1), regions, maps
         return F.normalize(self.net(x), dim=1)
 
 

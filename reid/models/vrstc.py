@@ -75,11 +75,23 @@ def complete(regions: np.ndarray, cfg: VrstcConfig = VrstcConfig()) -> tuple[np.
     return repaired, occluded
 
 
-def pool(regions: np.ndarray, cfg: VrstcConfig = VrstcConfig()) -> np.ndarray:
-    """The tracklet's vector [D]: repaired frames → per-frame embedding (mean over regions, L2) →
-    mean over frames, L2 — the same pooling as the service's mean pooling, on repaired frames."""
+def pool(regions: np.ndarray, cfg: VrstcConfig = VrstcConfig(), embeddings: np.ndarray | None = None) -> np.ndarray:
+    """The tracklet's vector [D]: repaired frames → per-frame embedding → mean over frames, L2 —
+    the same pooling as the service's mean pooling, on repaired frames.
+
+    A frame's embedding is the mean of its regions (L2). With ``embeddings`` [T, D] (the model's
+    own, normalised) each frame keeps its embedding shifted by what the repair changed in its region
+    mean: exact for an affine neck (there the region mean *is* the embedding), and for a non-affine
+    one (OSNet's fc → BN → ReLU) an unrepaired frame stays exactly its embedding, so a tracklet with
+    nothing occluded pools exactly as mean pooling does."""
     repaired, _ = complete(regions, cfg)
-    frames = _unit(repaired.mean(axis=1))
+    regions = np.asarray(regions, np.float32)
+    if embeddings is None:
+        frames = _unit(repaired.mean(axis=1))
+    else:
+        before, after = regions.mean(axis=1), repaired.mean(axis=1)
+        scale = np.linalg.norm(before, axis=1, keepdims=True)
+        frames = _unit(np.asarray(embeddings, np.float32) * scale + (after - before))
     return _unit(frames.mean(axis=0))
 
 

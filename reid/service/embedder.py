@@ -25,6 +25,7 @@ from pathlib import Path
 import numpy as np
 import onnxruntime as ort
 
+from reid.models.pair_model import PAIR_FILE, PairModel, PairModelError
 from reid.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess, read_onnx_metadata
 from reid.models.vrstc import VrstcConfig
 from reid.models.vrstc import pool as vrstc_pool
@@ -61,6 +62,7 @@ class ModelInfo:
     providers: list[str] = field(default_factory=list)
     regions: int = 0  # the image model's second output: horizontal region features (VRSTC)
     vrstc_tau: float | None = None  # calibrated occlusion threshold (reid vrstc-calibrate)
+    pair_path: Path | None = None  # CAN's pair model (pair.onnx beside image.onnx): rerank=can
 
     def describe(self) -> str:
         return (f"{self.image_path} (arch={self.arch}, version={self.version}, {self.precision}, "
@@ -182,6 +184,8 @@ class Embedder:
             regions=int(meta.get("reid.regions", 0)) if len(self.session.get_outputs()) > 1 else 0,
             vrstc_tau=float(meta["reid.vrstc_tau"]) if "reid.vrstc_tau" in meta else None,
         )
+        self.pair = self._pair_model(image_path, settings, providers)
+        self.info.pair_path = self.pair.path if self.pair is not None else None
         self.vrstc = (VrstcConfig(tau=self.info.vrstc_tau) if settings.tracklet_pooling == "vrstc"
                       and self.info.regions and self.info.vrstc_tau is not None and video_path is None else None)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
@@ -209,6 +213,26 @@ class Embedder:
             "model has no reid.* metadata and a dynamic input size: set REID_PREPROCESS, "
             'e.g. {"height":256,"width":128}'
         )
+
+    def _pair_model(self, image_path: Path, settings: Settings, providers: list[str]) -> PairModel | None:
+        """CAN's pair model when the model directory has one and image.onnx outputs maps."""
+        path = image_path.parent / PAIR_FILE
+        if not Path(settings.model).is_dir() or not path.is_file():
+            return None
+        if "maps" not in [o.name for o in self.session.get_outputs()]:
+            raise ModelError(f"{path} needs image.onnx's maps output, which {image_path} lacks (export it again)")
+        try:
+            pair = PairModel(path, providers=providers, threads=settings.intra_op_threads)
+            pair.check(self.embed_maps([np.zeros((8, 4, 3), np.uint8)]).shape[1:])
+        except PairModelError as e:
+            raise ModelError(str(e)) from e
+        return pair
+
+    def embed_maps(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
+        """[N, C, h, w] float32 spatial maps (image.onnx's ``maps`` output), for CAN re-scoring.
+        Runs outside the micro-batcher: it is asked for a handful of crops at a time."""
+        x = preprocess(list(images_bgr), self.info.spec)
+        return np.asarray(self.session.run(["maps"], {self.input_name: x})[0], np.float32)
 
     def _probe_dim(self, spec: PreprocessSpec, meta: dict[str, str]) -> int:
         out = self.session.run(None, {self.input_name: np.zeros((1, 3, spec.height, spec.width), np.float32)})
@@ -314,8 +338,8 @@ class Embedder:
             raise ValueError("a tracklet needs at least one frame")
         if self.vrstc is not None:  # occluded regions repaired from the other frames (reid/models/vrstc.py)
             regions: Future = Future()
-            self.submit(frames_bgr, regions).result()
-            return vrstc_pool(regions.result(), self.vrstc)
+            embeddings = self.submit(frames_bgr, regions).result()
+            return vrstc_pool(regions.result(), self.vrstc, embeddings)
         if self.video_session is None:
             return _l2n(self.embed(frames_bgr).mean(axis=0))
         t = int(self.info.clip_len or self.settings.video_chunk)

@@ -11,6 +11,12 @@ Callers (API routes, the footage worker, the CLI) use:
 * :meth:`Gallery.add_tracklet` — one item for a sequence of crops of one person (footage).
 * :meth:`Gallery.search`, :meth:`Gallery.get`, :meth:`Gallery.list`, :meth:`Gallery.delete`.
 
+With a CAN pair model (``pair.onnx`` in the model directory) every item also gets a spatial map
+(fp16, 8 KB for the default model; a tracklet's is the mean over up to ``MAP_FRAMES`` of its
+frames), stored in the same transaction, and ``search(rerank="can")`` re-scores the index's
+shortlist with it. Items stored without one (another model, a gallery opened without an
+embedder) get theirs from their kept crops the first time they are shortlisted.
+
 Crops are kept on disk (``items/<bucket>/<id>/``) so ``reid reindex`` can re-embed with a new model.
 """
 
@@ -38,6 +44,7 @@ from reid.service.store import Filters, ItemRecord, Store
 log = logging.getLogger(__name__)
 
 DB_NAME = "reid.sqlite3"
+MAP_FRAMES = 8  # a tracklet's CAN map: the mean over at most this many evenly spaced frames
 LOCK_NAME = "gallery.lock"
 
 
@@ -281,6 +288,7 @@ class Gallery:
         if vecs.shape[1] != self.info.dim:
             raise ValueError(f"vector dim {vecs.shape[1]} != model dim {self.info.dim}")
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
+        maps = self.item_maps([[c.bgr for c in crops] for _, _, crops in entries]) if self.pair else None
         now = time.time()
         out: list[ItemRecord] = []
         with self.store.transaction() as tx:
@@ -294,6 +302,8 @@ class Gallery:
                 rec.thumbnail, rec.crops = self._write_files(item_id, crops)
                 Store.set_files(tx.c, item_id, rec.thumbnail, rec.crops)
                 out.append(rec)
+            if maps is not None:
+                Store.put_maps(tx.c, [(r.id, self.info.model_id, m.tobytes()) for r, m in zip(out, maps, strict=True)])
         ids = np.asarray([r.id for r in out], np.int64)
         self.index.apply(self.store, tx.generation, ids=ids, vecs=vecs)
         return out
@@ -337,20 +347,73 @@ class Gallery:
         return self.store.count()
 
     def search(
-        self, query: np.ndarray, k: int, filters: Filters | None = None, min_score: float | None = None
+        self, query: np.ndarray, k: int, filters: Filters | None = None, min_score: float | None = None,
+        rerank: str | None = None, rerank_k: int = 100, query_map: np.ndarray | None = None,
     ) -> list[Hit]:
-        """Top-k items by cosine similarity that pass the filters (k results whenever k exist)."""
+        """Top-k items by cosine similarity that pass the filters (k results whenever k exist).
+        ``rerank="can"``: the ``rerank_k`` best are re-scored by CAN's pair model against
+        ``query_map`` (:meth:`item_maps` of the query's frames) and ordered by that score, ahead
+        of the rest; ``min_score`` applies to the score returned."""
         q = np.asarray(query, np.float32).reshape(1, -1)
         self.index.sync(self.store)
         filters = filters or Filters()
+        n = max(k, rerank_k) if rerank == "can" else k
         if not filters.active():
-            scores, ids = self.index.search(q, k)
+            scores, ids = self.index.search(q, n)
             pairs = list(zip(ids[0].tolist(), scores[0].tolist(), strict=True))
         else:
-            pairs = self._filtered(q, k, filters)
-        pairs = [(i, s) for i, s in pairs if i >= 0 and (min_score is None or s >= min_score)][:k]
+            pairs = self._filtered(q, n, filters)
+        pairs = [(i, s) for i, s in pairs if i >= 0]
+        if rerank == "can":
+            pairs = self._rerank_can(pairs[:rerank_k], query_map) + pairs[rerank_k:]
+        pairs = [(i, s) for i, s in pairs if min_score is None or s >= min_score][:k]
         recs = self.store.get_many([i for i, _ in pairs])
         return [Hit(recs[i], float(s)) for i, s in pairs if i in recs]
+
+    def _rerank_can(self, shortlist: list[tuple[int, float]], query_map: np.ndarray | None) -> list[tuple[int, float]]:
+        if self.pair is None or query_map is None:
+            raise ValueError("CAN re-ranking needs a model directory with pair.onnx and the query's map")
+        maps = self.maps_of([i for i, _ in shortlist])
+        ids = [i for i, _ in shortlist if i in maps]  # an item deleted meanwhile drops out
+        if not ids:
+            return []
+        scores = self.pair.scores(query_map, np.stack([maps[i] for i in ids]))
+        order = np.argsort(-scores, kind="stable")
+        return [(ids[j], float(scores[j])) for j in order]
+
+    # --- CAN maps ------------------------------------------------------------------------------------
+    @property
+    def pair(self):
+        """CAN's pair model (reid.models.pair_model.PairModel) of the loaded model, or None."""
+        return self.embedder.pair if self.embedder is not None else None
+
+    def item_maps(self, frame_lists: Sequence[Sequence[np.ndarray]], batch: int = 64) -> list[np.ndarray]:
+        """One fp16 map per item: its frames' ``maps`` averaged (a tracklet is CAN's class
+        prototype), over at most ``MAP_FRAMES`` evenly spaced frames; embedded in batches."""
+        picked = [list(f) if len(f) <= MAP_FRAMES else
+                  [f[int(i)] for i in np.linspace(0, len(f) - 1, MAP_FRAMES).round()] for f in frame_lists]
+        flat = [im for frames in picked for im in frames]
+        rows = np.concatenate([self._need_embedder().embed_maps(flat[i:i + batch]) for i in range(0, len(flat), batch)])
+        bounds = np.cumsum([0] + [len(f) for f in picked])
+        return [rows[a:b].mean(axis=0).astype(np.float16) for a, b in zip(bounds[:-1], bounds[1:], strict=True)]
+
+    def maps_of(self, ids: list[int]) -> dict[int, np.ndarray]:
+        """Stored maps of ``ids``; those missing or made by another model are made from the kept
+        crops now and stored (items that no longer exist are left out)."""
+        shape = self.pair.map_shape
+        got = {i: np.frombuffer(b, np.float16).reshape(shape) for i, b in self.store.maps(ids, self.info.model_id).items()}
+        missing = [i for i in ids if i not in got]
+        if missing:
+            recs = self.store.get_many(missing)
+            frames = {i: [im for rel in recs[i].crops if (im := cv2.imread(str(self.data_dir / rel))) is not None]
+                      for i in missing if i in recs}
+            frames = {i: f for i, f in frames.items() if f}
+            if frames:
+                made = dict(zip(frames, self.item_maps(list(frames.values())), strict=True))
+                with self.store.transaction() as tx:
+                    Store.put_maps(tx.c, [(i, self.info.model_id, m.tobytes()) for i, m in made.items()])
+                got.update(made)
+        return got
 
     def _filtered(self, q: np.ndarray, k: int, filters: Filters) -> list[tuple[int, float]]:
         if self.index.filters_pushdown:  # Milvus evaluates the filters itself

@@ -12,6 +12,10 @@ from pydantic import BaseModel, Field
 from reid.service.store import ItemRecord
 
 
+#: POST /query's second stage: none, or CAN's cross-attention pair model over the shortlist
+Rerank = Literal["none", "can"]
+
+
 class Source(BaseModel):
     name: str | None = Field(None, description="uploaded file name (image items)")
     footage_id: str | None = Field(None, description="footage the tracklet came from")
@@ -52,12 +56,14 @@ class JobAccepted(BaseModel):
 
 
 class Hit(Item):
-    score: float = Field(description="cosine similarity in [-1, 1]")
+    score: float = Field(description="cosine similarity in [-1, 1] (with rerank=can: CAN's pair score, "
+                         "also a cosine)")
 
 
 class QueryInfo(BaseModel):
     kind: ItemKind
     n_frames: int
+    rerank: Rerank = "none"
 
 
 class QueryResponse(BaseModel):
@@ -106,6 +112,8 @@ class Ready(BaseModel):
     exact: bool
     providers: list[str]
     detector: str = Field(description="the footage person detector REID_DETECTOR resolves to")
+    rerankers: list[Rerank] = Field(description="what POST /query's rerank accepts with this model "
+                                   "(can: the model directory has CAN's pair.onnx)")
     queue: dict[str, Any] | None = Field(None, description="footage job queue: backend, ok, depth")
 
 

@@ -1,6 +1,7 @@
 """SQLite metadata + vector store: the source of truth of the gallery.
 
-One row per gallery item, vector included (float32 BLOB), in WAL mode. Every write transaction bumps
+One row per gallery item, vector included (float32 BLOB), in WAL mode; with a CAN pair model, each
+item's spatial map (fp16 BLOB, tagged with the model that made it) in ``maps``. Every write transaction bumps
 ``meta.generation`` and deletions are logged, so the FAISS cache can tell whether it is current and
 replay what it missed (adds: ``id > max_id``; deletes: ``deletions.gen > generation``).
 Reads use one connection per thread; writes go through one connection behind one lock.
@@ -45,6 +46,7 @@ CREATE INDEX IF NOT EXISTS items_camera_ts ON items (camera, ts_start);
 CREATE INDEX IF NOT EXISTS items_ts ON items (ts_start);
 CREATE INDEX IF NOT EXISTS items_footage ON items (footage_id);
 CREATE TABLE IF NOT EXISTS deletions (gen INTEGER NOT NULL, id INTEGER NOT NULL);
+CREATE TABLE IF NOT EXISTS maps (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL, map BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS deletions_gen ON deletions (gen);
 """
 
@@ -264,9 +266,15 @@ class Store:
             r = c.execute(f"SELECT {_COLS} FROM items WHERE id = ?", (item_id,)).fetchone()
             if r is not None:
                 c.execute("DELETE FROM items WHERE id = ?", (item_id,))
+                c.execute("DELETE FROM maps WHERE id = ?", (item_id,))
                 gen = int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
                 c.execute("INSERT INTO deletions VALUES (?, ?)", (gen, item_id))
         return (_row(r) if r is not None else None), tx.generation
+
+    @staticmethod
+    def put_maps(c: sqlite3.Connection, rows: list[tuple[int, str, bytes]]) -> None:
+        """Inside a transaction: (item id, model id, fp16 map bytes) rows, replacing older ones."""
+        c.executemany("INSERT OR REPLACE INTO maps VALUES (?, ?, ?)", rows)
 
     def set_meta(self, key: str, value: str, c: sqlite3.Connection | None = None) -> None:
         if c is not None:
@@ -324,6 +332,14 @@ class Store:
             f"SELECT {_COLS} FROM items{where} ORDER BY id LIMIT ? OFFSET ?", [*args, limit, offset]
         ).fetchall()
         return [_row(r) for r in rows], total
+
+    def maps(self, ids: list[int], model_id: str) -> dict[int, bytes]:
+        """The stored spatial maps of ``ids`` made by ``model_id`` (others are stale or missing)."""
+        if not ids:
+            return {}
+        marks = ",".join("?" * len(ids))
+        q = f"SELECT id, map FROM maps WHERE model_id = ? AND id IN ({marks})"
+        return {int(i): m for i, m in self._r.execute(q, (model_id, *ids))}
 
     def filter_ids(self, filters: Filters) -> np.ndarray:
         where, args = filters.sql()
@@ -412,6 +428,7 @@ class Store:
         left = int(c.execute("SELECT COUNT(*) FROM items WHERE model_id != ?", (model_id,)).fetchone()[0])
         if not left:
             c.execute("DROP TABLE reindex_vectors")
+            c.execute("DELETE FROM maps WHERE model_id != ?", (model_id,))  # remade on demand (Gallery.maps_of)
         return left
 
     def deleted_since(self, generation: int) -> list[int]:

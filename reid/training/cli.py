@@ -41,6 +41,28 @@ def register(app: typer.Typer) -> None:
             for p in export_checkpoint(ckpt, export_to):
                 typer.echo(f"exported: {p}")
 
+    @app.command("train-can")
+    def train_can(config: Path = typer.Argument(..., help="CAN config YAML (configs/can_*.yaml)"),
+                  resume: bool = typer.Option(False, "--resume", help="continue from the run's last checkpoint"),
+                  into: Path = typer.Option(None, "--into", help="also copy pair.onnx into this model directory")
+                  ) -> None:
+        """Train CAN's cross-attention re-scorer on a frozen image net; writes pair.onnx (reid/training/can.py)."""
+        import shutil
+
+        from reid.training.can import PAIR_FILE, CanTrainer, load_can_config
+
+        try:
+            cfg = load_can_config(config)
+            trainer = CanTrainer(cfg)
+        except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from exc
+        pair = trainer.run(resume=resume)
+        typer.echo(f"pair model: {pair}")
+        if into is not None:
+            shutil.copyfile(pair, into / PAIR_FILE)
+            typer.echo(f"copied to {into / PAIR_FILE}")
+
     @app.command("eval")
     def eval_cmd(
         model: Path = typer.Option(..., "--model", help="ONNX model dir / .onnx file, or a checkpoint .pt"),
@@ -50,7 +72,11 @@ def register(app: typer.Typer) -> None:
         mode: str = typer.Option("i2i", "--mode", help="i2i | i2v | v2v | v2i"),
         flip: bool = typer.Option(False, "--flip", help="flip test-time augmentation"),
         ap: str = typer.Option("noninterp", "--ap", help="noninterp (IANet) | trapezoid (Market/MARS/TKP)"),
-        rerank: bool = typer.Option(False, "--rerank", help="k-reciprocal re-ranking"),
+        rerank: str = typer.Option(None, "--rerank", help="kreciprocal (k-reciprocal re-ranking, --k1/--k2/"
+                                   "--lambda) or can (CAN pair model over each query's --rerank-k nearest)"),
+        rerank_k: int = typer.Option(100, "--rerank-k", help="can: shortlist length re-scored per query"),
+        pair_model: Path = typer.Option(None, "--pair-model", help="can: pair.onnx (default: the model "
+                                        "directory's)"),
         k1: int = typer.Option(20, "--k1"),
         k2: int = typer.Option(6, "--k2"),
         lambda_value: float = typer.Option(0.3, "--lambda"),
@@ -76,7 +102,7 @@ def register(app: typer.Typer) -> None:
 
         from reid.models.preprocess import PreprocessSpec
         from reid.training.datasets import DatasetError, load_split
-        from reid.training.evaluate import MODES, load_embedder, rank
+        from reid.training.evaluate import MODES, RERANKERS, load_embedder, rank
 
         if mode not in MODES:
             raise typer.BadParameter(f"unknown mode {mode!r}; choose one of {', '.join(MODES)}",
@@ -87,6 +113,10 @@ def register(app: typer.Typer) -> None:
             raise typer.BadParameter("--visualize needs --out PNG", param_hint="--out")
         if tracklet_pooling not in ("mean", "vrstc"):
             raise typer.BadParameter("choose mean or vrstc", param_hint="--tracklet-pooling")
+        if rerank not in (None, *RERANKERS):
+            raise typer.BadParameter(f"choose one of {', '.join(RERANKERS)}", param_hint="--rerank")
+        if rerank_k < 1:
+            raise typer.BadParameter("must be ≥ 1", param_hint="--rerank-k")
         if not model.exists():
             raise typer.BadParameter(f"model not found: {model}", param_hint="--model")
         spec = None
@@ -130,7 +160,8 @@ def register(app: typer.Typer) -> None:
             vrstc = VrstcConfig(tau=tau)
         try:
             result = rank(split, embedder, mode, flip=flip, ap=ap, rerank=rerank, aqe=aqe, k1=k1, k2=k2,
-                          lambda_value=lambda_value, aqe_k=aqe_k, aqe_alpha=aqe_alpha, vrstc=vrstc)
+                          lambda_value=lambda_value, aqe_k=aqe_k, aqe_alpha=aqe_alpha, vrstc=vrstc,
+                          rerank_k=rerank_k, pair_model=pair_model)
         except ValueError as exc:  # unreadable image, empty query/gallery, bad rerank parameters
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from exc
@@ -211,7 +242,7 @@ def register(app: typer.Typer) -> None:
         if not tracks:
             raise typer.BadParameter(f"{data}: no training tracklets of 2+ frames", param_hint="--data")
         tracks = random.Random(0).sample(tracks, min(max_tracklets, len(tracks)))
-        regions = [embedder.embed_with_regions([read_image(p) for p in t.paths[:16]])[1] for t in tracks]
+        regions = [embedder.embed_parts([read_image(p) for p in t.paths[:16]], regions=True)[1] for t in tracks]
         tau = calibrate_tau(regions, false_alarm)
         path = embedder.image_path
         meta = read_onnx_metadata(str(path))

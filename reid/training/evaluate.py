@@ -36,6 +36,7 @@ from typing import Protocol, runtime_checkable
 import cv2
 import numpy as np
 
+from reid.models.pair_model import PAIR_FILE
 from reid.models.preprocess import PreprocessSpec, preprocess, read_image, read_onnx_metadata
 from reid.training.datasets import Sample, Split, tracklets
 from reid.training.metrics import cosine_distance, evaluate_ranking, l2_normalize
@@ -99,31 +100,43 @@ class OnnxEmbedder:
         except Exception as exc:
             raise ValueError(f"ONNX Runtime cannot load {image}: {exc}") from exc
         self._img_in = self._img.get_inputs()[0].name
+        self._outputs = [o.name for o in self._img.get_outputs()]
         self.has_video = self._vid is not None
-        self.has_regions = len(self._img.get_outputs()) > 1 and "reid.regions" in meta
+        self.has_regions = len(self._outputs) > 1 and "reid.regions" in meta
+        self.has_maps = "maps" in self._outputs and "reid.map_grid" in meta
         self.vrstc_tau = float(meta["reid.vrstc_tau"]) if "reid.vrstc_tau" in meta else None
+        self.pair_path = path / PAIR_FILE if path.is_dir() else None
         self.name = str(path)
 
     def embed_images(self, images: Sequence[np.ndarray]) -> np.ndarray:
-        return self._run(images, regions=False)[0]
+        return self._run(images, [])[0]
 
-    def embed_with_regions(self, images: Sequence[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        """(normalised embeddings [N, D], region features [N, R, D] or None)."""
-        return self._run(images, regions=self.has_regions)
+    def embed_parts(self, images: Sequence[np.ndarray], regions: bool = False,
+                    maps: bool = False) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        """(normalised embeddings [N, D], region features [N, R, D] — VRSTC —, spatial maps
+        [N, C, h, w] — CAN); each extra is None unless asked for."""
+        if regions and not self.has_regions:
+            raise ValueError(f"{self.name} has no regions output, which VRSTC pooling needs (export it again "
+                             "with `reid export`)")
+        if maps and not self.has_maps:
+            raise ValueError(f"{self.name} has no maps output, which CAN re-ranking needs (export it again "
+                             "with `reid export`)")
+        extra = [self._outputs[1]] * regions + ["maps"] * maps
+        got = list(self._run(images, extra))
+        return got[0], got.pop(1) if regions else None, got[1] if maps else None
 
-    def _run(self, images: Sequence[np.ndarray], regions: bool) -> tuple[np.ndarray, np.ndarray | None]:
-        outputs = None if regions else [self._img.get_outputs()[0].name]  # ORT skips unasked outputs
-        out, region_rows = [], []
+    def _run(self, images: Sequence[np.ndarray], extra: list[str]) -> tuple[np.ndarray, ...]:
+        """The embeddings and the ``extra`` outputs (ORT skips outputs nobody asked for)."""
+        names = [self._outputs[0], *extra]
+        parts: list[list[np.ndarray]] = [[] for _ in names]
         for i in range(0, len(images), self.batch_size):
             batch = preprocess(list(images[i:i + self.batch_size]), self.spec)
-            result = self._img.run(outputs, {self._img_in: batch})
-            out.append(np.asarray(result[0], np.float32))
-            if regions:
-                region_rows.append(np.asarray(result[1], np.float32))
-        if not out:
-            return np.zeros((0, 0), np.float32), None
-        return (l2_normalize(np.concatenate(out).reshape(len(images), -1)),
-                np.concatenate(region_rows) if region_rows else None)
+            for rows, result in zip(parts, self._img.run(names, {self._img_in: batch}), strict=True):
+                rows.append(np.asarray(result, np.float32))
+        if not parts[0]:
+            return (np.zeros((0, 0), np.float32), *(None for _ in extra))
+        return (l2_normalize(np.concatenate(parts[0]).reshape(len(images), -1)),
+                *(np.concatenate(rows) for rows in parts[1:]))
 
     def embed_clips(self, clips: Sequence[Sequence[np.ndarray]]) -> np.ndarray:
         """One embedding per tracklet: video.onnx on each 32-frame chunk, chunk outputs averaged
@@ -255,41 +268,54 @@ def tracklet_items(samples: list[Sample]) -> list[Item]:
 class EmbeddingCache:
     """Per-image embeddings keyed by path, for one embedder, one flip setting and one tracklet
     pooling: an image that appears in several item sets or modes is decoded and embedded once.
-    ``vrstc`` (a :class:`reid.models.vrstc.VrstcConfig`) switches tracklet pooling to VRSTC."""
+    ``vrstc`` (a :class:`reid.models.vrstc.VrstcConfig`) switches tracklet pooling to VRSTC;
+    ``maps`` also keeps each image's spatial map (CAN re-ranking)."""
 
-    def __init__(self, embedder, flip: bool = False, batch_size: int = 64, vrstc=None):
-        self.embedder, self.flip, self.batch_size, self.vrstc = embedder, flip, batch_size, vrstc
-        if vrstc is not None and not getattr(embedder, "has_regions", False):
-            raise ValueError(f"{getattr(embedder, 'name', 'this model')} has no regions output, which VRSTC "
-                             "pooling needs (export it again with `reid export`)")
+    def __init__(self, embedder, flip: bool = False, batch_size: int = 64, vrstc=None, maps: bool = False):
+        self.embedder, self.flip, self.batch_size, self.vrstc, self.want_maps = embedder, flip, batch_size, vrstc, maps
+        for wanted, attr, why in ((vrstc is not None, "has_regions", "a regions output, which VRSTC pooling"),
+                                  (maps, "has_maps", "a maps output, which CAN re-ranking")):
+            if wanted and not getattr(embedder, attr, False):
+                raise ValueError(f"{getattr(embedder, 'name', 'this model')} has no {why} needs "
+                                 "(export it again with `reid export`)")
         self.vectors: dict[str, np.ndarray] = {}
         self.regions: dict[str, np.ndarray] = {}
+        self.maps: dict[str, np.ndarray] = {}
         self.clips: dict[tuple[str, ...], np.ndarray] = {}
 
-    def _embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None]:
-        if self.vrstc is None:
-            e, r = self.embedder.embed_images(images), None
+    def _embed(self, images: list[np.ndarray]) -> tuple[np.ndarray, np.ndarray | None, np.ndarray | None]:
+        regions = self.vrstc is not None
+        if not regions and not self.want_maps:
+            e, r, m = self.embedder.embed_images(images), None, None
         else:
-            e, r = self.embedder.embed_with_regions(images)
+            e, r, m = self.embedder.embed_parts(images, regions=regions, maps=self.want_maps)
         if self.flip:
             flipped = [cv2.flip(im, 1) for im in images]
-            if r is None:
-                e = l2_normalize(e + self.embedder.embed_images(flipped))
-            else:
-                ef, rf = self.embedder.embed_with_regions(flipped)
-                e, r = l2_normalize(e + ef), (r + rf) / 2
-        return e, r
+            if r is None and m is None:
+                return l2_normalize(e + self.embedder.embed_images(flipped)), None, None
+            ef, rf, mf = self.embedder.embed_parts(flipped, regions=regions, maps=self.want_maps)
+            e = l2_normalize(e + ef)
+            r = (r + rf) / 2 if r is not None else None
+            m = (m + mf[..., ::-1]) / 2 if m is not None else None  # the flipped map, flipped back
+        return e, r, m
 
     def images(self, paths: Sequence[str]) -> np.ndarray:
         todo = list(dict.fromkeys(p for p in paths if p not in self.vectors))
         for i in range(0, len(todo), self.batch_size):
             part = todo[i:i + self.batch_size]
-            vectors, regions = self._embed([read_image(p) for p in part])
+            vectors, regions, maps = self._embed([read_image(p) for p in part])
             for j, p in enumerate(part):
                 self.vectors[p] = vectors[j]
                 if regions is not None:
                     self.regions[p] = regions[j]
+                if maps is not None:
+                    self.maps[p] = maps[j].astype(np.float16)
         return np.stack([self.vectors[p] for p in paths]) if paths else np.zeros((0, 0), np.float32)
+
+    def item_maps(self, items: list[Item]) -> np.ndarray:
+        """[N, C, h, w]: each item's spatial map, a tracklet's the mean of its frames' (CAN's prototype)."""
+        self.images([p for it in items for p in it.paths])
+        return np.stack([np.mean([self.maps[p] for p in it.paths], axis=0, dtype=np.float32) for it in items])
 
     def items(self, items: list[Item], video: bool) -> np.ndarray:
         """One row per item. Single images come from the image cache; tracklets from the video
@@ -300,7 +326,8 @@ class EmbeddingCache:
             from reid.models.vrstc import pool
 
             self.images([p for it in items for p in it.paths])
-            return np.stack([pool(np.stack([self.regions[p] for p in it.paths]), self.vrstc) for it in items])
+            return np.stack([pool(np.stack([self.regions[p] for p in it.paths]), self.vrstc,
+                                  np.stack([self.vectors[p] for p in it.paths])) for it in items])
         if not video or not getattr(self.embedder, "has_video", False):
             flat = [p for it in items for p in it.paths]
             frames = self.images(flat)
@@ -342,44 +369,74 @@ class Ranking:
     gallery: list[Item]
 
 
+RERANKERS = ("kreciprocal", "can")
+
+
 def rank(split: Split, embedder, mode: str = "i2i", flip: bool = False, ap: str = "noninterp",
-         rerank: bool = False, aqe: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
+         rerank: str | None = None, aqe: bool = False, k1: int = 20, k2: int = 6, lambda_value: float = 0.3,
          aqe_k: int = 5, aqe_alpha: float = 3.0, cache: EmbeddingCache | None = None,
-         vrstc=None) -> Ranking:
-    """``vrstc``: a :class:`reid.models.vrstc.VrstcConfig` to pool tracklets with VRSTC (else mean)."""
+         vrstc=None, rerank_k: int = 100, pair_model: str | Path | None = None) -> Ranking:
+    """``vrstc``: a :class:`reid.models.vrstc.VrstcConfig` to pool tracklets with VRSTC (else mean).
+    ``rerank``: ``kreciprocal`` (k1, k2, lambda_value) or ``can`` — each query's ``rerank_k``
+    nearest re-scored by CAN's pair model (``pair_model``, default the model directory's pair.onnx)."""
+    if rerank not in (None, *RERANKERS):
+        raise ValueError(f"unknown re-ranking {rerank!r}; choose one of {RERANKERS}")
+    if rerank_k < 1:
+        raise ValueError(f"rerank_k must be ≥ 1, got {rerank_k}")
     started = time.time()
     q_items, g_items, qv, gv = mode_items(split, mode)
     if not q_items or not g_items:
         raise ValueError(f"{split.name}: {mode} needs a non-empty query and gallery "
                          f"(got {len(q_items)} queries, {len(g_items)} gallery items)")
-    if cache is None or cache.embedder is not embedder or cache.flip != flip or cache.vrstc != vrstc:
-        cache = EmbeddingCache(embedder, flip, vrstc=vrstc)
+    pair = None
+    if rerank == "can":
+        from reid.models.pair_model import PairModel
+
+        if (qv or gv) and getattr(embedder, "has_video", False):
+            raise ValueError("CAN re-ranking scores image maps; this model embeds tracklets with its video model")
+        pair_model = pair_model or getattr(embedder, "pair_path", None)
+        if pair_model is None:
+            raise ValueError(f"{getattr(embedder, 'name', 'this model')}: CAN re-ranking needs an exported "
+                             "model directory with pair.onnx (or give the pair model)")
+        pair = PairModel(pair_model)
+    want_maps = pair is not None
+    if (cache is None or cache.embedder is not embedder or cache.flip != flip or cache.vrstc != vrstc
+            or (want_maps and not cache.want_maps)):
+        cache = EmbeddingCache(embedder, flip, vrstc=vrstc, maps=want_maps)
     qf = cache.items(q_items, qv)
     gf = cache.items(g_items, gv)
     if aqe:
         from reid.training.rerank import average_query_expansion
 
         qf, gf = average_query_expansion(qf, gf, k=aqe_k, alpha=aqe_alpha)
-    if rerank:
+    if rerank == "kreciprocal":
         from reid.training.rerank import k_reciprocal_rerank
 
         dist = k_reciprocal_rerank(qf, gf, k1=k1, k2=k2, lambda_value=lambda_value)
     else:
         dist = cosine_distance(qf, gf)
+    if pair is not None:
+        from reid.models.pair_model import rerank_distances
+
+        q_maps, g_maps = cache.item_maps(q_items), cache.item_maps(g_items)
+        pair.check(q_maps.shape[1:])
+        dist = rerank_distances(dist, q_maps, g_maps, pair, rerank_k)
     m = evaluate_ranking(dist, [i.pid for i in q_items], [i.pid for i in g_items],
                          [i.camid for i in q_items], [i.camid for i in g_items], ap=ap)
     metrics = {k: (round(v, 4) if isinstance(v, float) else v) for k, v in m.items()}
     metrics.update(protocol=f"{split.name}: same-pid same-camera gallery items are junk; "
                             f"queries without a true match skipped; {ap} AP; 1-cos distance",
-                   mode=mode, num_gallery=len(g_items), flip=flip, ap=ap, rerank=rerank, aqe=aqe,
+                   mode=mode, num_gallery=len(g_items), flip=flip, ap=ap, rerank=rerank or "none", aqe=aqe,
                    tracklet_pooling="vrstc" if vrstc is not None else "mean",
                    video_model=bool((qv or gv) and getattr(embedder, "has_video", False)),
                    seconds=round(time.time() - started, 3))
+    if rerank == "can":
+        metrics["rerank_k"] = rerank_k
     return Ranking(metrics, dist, q_items, g_items)
 
 
 def evaluate(split: Split, embedder, mode: str = "i2i", flip: bool = False, ap: str = "noninterp",
-             rerank: bool = False, aqe: bool = False, cache: EmbeddingCache | None = None, **kw) -> dict:
+             rerank: str | None = None, aqe: bool = False, cache: EmbeddingCache | None = None, **kw) -> dict:
     """Metrics (rank1/5/10, mAP, mINP in percent; num_query scored, num_skipped, num_gallery)
     plus protocol, mode and seconds. Pass one :class:`EmbeddingCache` to several calls (same
     embedder, same weights, same flip) to embed shared images once."""

@@ -47,6 +47,7 @@ def readyz(request: Request):
         exact=g.index.exact,
         providers=info.providers,
         detector=describe_detector(g.settings.detector),
+        rerankers=["none", "can"] if g.pair is not None else ["none"],
     )
 
 

@@ -12,7 +12,7 @@ from fastapi.concurrency import run_in_threadpool
 from reid.service.inputs import build_filters
 from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.routes.gallery import is_video
-from reid.service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, item_fields
+from reid.service.schemas import ERROR_RESPONSES, Hit, QueryInfo, QueryResponse, Rerank, item_fields
 from reid.service.uploads import BadInput, expand, read_clip
 
 router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
@@ -36,12 +36,20 @@ async def query(
     since: Annotated[str | None, Form(description="ISO 8601: items seen at or after")] = None,
     until: Annotated[str | None, Form(description="ISO 8601: items seen at or before")] = None,
     min_score: Annotated[
-        float | None, Form(ge=-1.0, le=1.0, description="drop hits below this cosine")
+        float | None, Form(ge=-1.0, le=1.0, description="drop hits below this score")
     ] = None,
+    rerank: Annotated[
+        Rerank, Form(description="can: re-score the index's best rerank_k with CAN's cross-attention "
+                     "pair model (needs pair.onnx in the model directory; see GET /readyz rerankers)")
+    ] = "none",
+    rerank_k: Annotated[int, Form(ge=1, le=1000, description="rerank=can: shortlist length")] = 100,
 ) -> QueryResponse:
     """Rank gallery items by similarity to the query person."""
     t0 = time.perf_counter()
     filters = build_filters(cameras, exclude_cameras, since, until)
+    if rerank == "can" and gallery.pair is None:
+        raise BadInput("rerank=can needs a model with CAN's pair model (pair.onnx beside image.onnx; "
+                       "train one with `reid train-can`); this model has none", status=422)
     if not files:
         raise BadInput("no files uploaded (use the multipart field 'files')")
     if len(files) == 1 and await is_video(files[0]):
@@ -67,11 +75,13 @@ async def query(
         q = (await embedder.embed_async(frames))[0]
     else:
         q = await embedder.embed_tracklet_async(frames)
+    query_map = await run_in_threadpool(gallery.item_maps, [frames]) if rerank == "can" else None
     ts = time.perf_counter()
-    hits = await run_in_threadpool(gallery.search, q, top_k, filters, min_score)
+    hits = await run_in_threadpool(gallery.search, q, top_k, filters, min_score, rerank,
+                                   rerank_k, query_map[0] if query_map else None)
     request.app.state.metrics.search.observe(time.perf_counter() - ts)
     return QueryResponse(
         results=[Hit(**item_fields(h.record), score=h.score) for h in hits],
         took_ms=round((time.perf_counter() - t0) * 1000, 2),
-        query=QueryInfo(kind="image" if len(frames) == 1 else "tracklet", n_frames=len(frames)),
+        query=QueryInfo(kind="image" if len(frames) == 1 else "tracklet", n_frames=len(frames), rerank=rerank),
     )

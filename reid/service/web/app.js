@@ -255,6 +255,7 @@ async function search(ev) {
   if (topK) fd.append("top_k", topK);
   const ms = f.get("min_score");
   if (ms !== null && ms !== "") fd.append("min_score", ms);
+  if (f.get("rerank") === "can") fd.append("rerank", "can");
   for (const name of ["cameras", "exclude_cameras"]) {
     const list = csv(f.get(name));
     if (list.length) fd.append(name, list.join(","));
@@ -463,7 +464,11 @@ async function checkHealth() {
     const res = await fetch("readyz", { headers: headers() });
     let body = null;
     try { body = await res.json(); } catch { /* plain text */ }
-    if (res.ok) { node.textContent = "ready"; node.className = "health ok"; }
+    if (res.ok) {
+      node.textContent = "ready";
+      node.className = "health ok";
+      $("#rerank-can").disabled = !(body && (body.rerankers || []).includes("can"));
+    }
     else {
       node.textContent = "not ready";
       node.className = "health bad";
