@@ -179,8 +179,12 @@ def test_an_unreachable_milvus_server_or_a_bad_setting_is_a_clean_cli_error(tmp_
         assert "Traceback" not in res.output
     monkeypatch.setenv("REID_INDEX_BACKEND", "qdrant")
     res = CliRunner().invoke(app, ["query", str(img), "--data-dir", str(tmp_path / "data")])
-    assert res.exit_code == 2 and "index_backend" in res.output
+    assert res.exit_code == 2 and "REID_INDEX_BACKEND" in res.output and "'qdrant'" in res.output
     monkeypatch.delenv("REID_INDEX_BACKEND")
     monkeypatch.setenv("REID_DETECTOR_INPUT_SIZE", "100")
     res = CliRunner().invoke(app, ["query", str(img), "--data-dir", str(tmp_path / "data")])
-    assert res.exit_code == 2 and "detector_input_size" in res.output
+    assert res.exit_code == 2 and "REID_DETECTOR_INPUT_SIZE" in res.output
+    monkeypatch.delenv("REID_DETECTOR_INPUT_SIZE")
+    monkeypatch.setenv("REID_GRAPH_OPTIMIZATION", "fast")  # a typo was silently "all" before
+    res = CliRunner().invoke(app, ["query", str(img), "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "REID_GRAPH_OPTIMIZATION" in res.output and "'extended'" in res.output

@@ -371,3 +371,18 @@ def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "0001_07.jpg" in r.stdout.splitlines()[3]  # first hit row: the same image
+
+
+def test_choice_settings_are_case_insensitive_and_checked(monkeypatch) -> None:
+    from pydantic import ValidationError
+
+    monkeypatch.setenv("REID_DEVICE", "CPU")
+    monkeypatch.setenv("REID_SQLITE_SYNCHRONOUS", "normal")
+    monkeypatch.setenv("REID_JOB_MODE", "Thread")
+    s = Settings()
+    assert (s.device, s.sqlite_synchronous, s.job_mode) == ("cpu", "NORMAL", "thread")
+    for name, bad in (("REID_DEVICE", "tpu"), ("REID_DETECTOR_FORMAT", "yolov9"), ("REID_QUEUE", "kafka")):
+        monkeypatch.setenv(name, bad)
+        with pytest.raises(ValidationError):
+            Settings()
+        monkeypatch.delenv(name)

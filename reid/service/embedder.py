@@ -124,7 +124,7 @@ def _session(path: Path, settings: Settings, providers: list[str]) -> ort.Infere
     so = ort.SessionOptions()
     so.intra_op_num_threads = settings.intra_op_threads
     so.inter_op_num_threads = settings.inter_op_threads
-    so.graph_optimization_level = _OPT_LEVELS.get(settings.graph_optimization, _OPT_LEVELS["all"])
+    so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     try:
         return ort.InferenceSession(str(path), sess_options=so, providers=providers)

@@ -22,7 +22,8 @@ class Settings(BaseSettings):
 
     # --- storage -------------------------------------------------------------------------------
     data_dir: Path = Field(Path("data"), description="all state: SQLite, FAISS cache, crops, thumbnails")
-    sqlite_synchronous: str = Field("FULL", description="SQLite synchronous mode (FULL survives power loss)")
+    sqlite_synchronous: Literal["OFF", "NORMAL", "FULL", "EXTRA"] = Field(
+        "FULL", description="SQLite synchronous mode (FULL survives power loss)")
 
     # --- model / inference ---------------------------------------------------------------------
     model: Path = Field(
@@ -34,10 +35,11 @@ class Settings(BaseSettings):
         description="JSON preprocessing for a model without reid.* metadata, e.g. "
         '{"height":256,"width":128,"color":"RGB","scale":0.00392156862745098}',
     )
-    device: str = Field("auto", description="auto | cpu | cuda (auto = CUDA when available)")
+    device: Literal["auto", "cpu", "cuda"] = Field("auto", description="auto = CUDA when available")
     intra_op_threads: int = Field(0, ge=0, description="ORT intra-op threads (0 = ORT default)")
     inter_op_threads: int = Field(1, ge=0, description="ORT inter-op threads")
-    graph_optimization: str = Field("all", description="ORT graph optimisation: disable|basic|extended|all")
+    graph_optimization: Literal["disable", "basic", "extended", "all"] = Field(
+        "all", description="ORT graph optimisation level")
     ort_spinning: bool = Field(False, description="let idle ORT threads spin-wait (steals cores from search)")
     max_batch: int = Field(32, ge=1, description="micro-batch: max images per model run")
     max_wait_ms: float = Field(3.0, ge=0, description="micro-batch: max wait to fill a batch")
@@ -97,9 +99,9 @@ class Settings(BaseSettings):
     log_json: bool = True
 
     # --- job queue (footage) -------------------------------------------------------------------
-    queue: str = Field(
+    queue: Literal["embedded", "redis"] = Field(
         "embedded",
-        description="embedded (in-process, SQLite job state) | redis "
+        description="embedded (in-process, SQLite job state) or redis "
         "(separate `reid worker` processes; the API stays the only index writer)",
     )
     redis_url: str = Field("redis://127.0.0.1:6379/0", description="Redis for REID_QUEUE=redis")
@@ -112,8 +114,8 @@ class Settings(BaseSettings):
     detector: str = Field("auto", description="person detector: auto (YOLOX-nano once `reid fetch-detector` "
                           "installed it, else HOG), hog (built in, no weights) or a path to an ONNX detector "
                           "(NanoDet, YOLOv5, YOLOv8 or YOLOX export)")
-    detector_format: str = Field("auto", description="auto | nanodet | yolov5 | yolov8 | yolox "
-                                 "(auto = by output shapes)")
+    detector_format: Literal["auto", "nanodet", "yolov5", "yolov8", "yolox"] = Field(
+        "auto", description="ONNX detector output layout (auto = by output shapes)")
     detector_conf: float | None = Field(None, ge=0, description="detection threshold (default: hog 0.3 "
                                         "SVM margin, YOLOX 0.3, other ONNX 0.35 score)")
     detector_nms: float = Field(0.45, gt=0, le=1, description="NMS IoU threshold")
@@ -137,25 +139,21 @@ class Settings(BaseSettings):
                                   "index bigger footage with `reid index`")
     job_workers: int = Field(1, ge=0, description="embedded queue: footage jobs run at once (0 = none, "
                              "e.g. an API that only queues)")
-    job_mode: str = Field("process", description="embedded queue: process (a child process per job, "
-                          "crash-isolated) | thread")
+    job_mode: Literal["process", "thread"] = Field(
+        "process", description="embedded queue: process (a child process per job, crash-isolated) or thread")
     job_max_attempts: int = Field(2, ge=1, description="runs of a job interrupted by a crash before it fails")
 
-    @field_validator("device")
+    @field_validator("device", "graph_optimization", "queue", "detector_format", "job_mode", "tracklet_pooling",
+                     "index_backend", mode="before")
     @classmethod
-    def _device(cls, v: str) -> str:
-        v = v.lower()
-        if v not in ("auto", "cpu", "cuda"):
-            raise ValueError("device must be auto, cpu or cuda")
-        return v
+    def _lower(cls, v: object) -> object:
+        """Choices are case-insensitive in the environment (REID_DEVICE=CUDA works)."""
+        return v.lower() if isinstance(v, str) else v
 
-    @field_validator("queue")
+    @field_validator("sqlite_synchronous", "milvus_index", mode="before")
     @classmethod
-    def _queue(cls, v: str) -> str:
-        v = v.lower()
-        if v not in ("embedded", "redis"):
-            raise ValueError("queue must be embedded or redis")
-        return v
+    def _upper(cls, v: object) -> object:
+        return v.upper() if isinstance(v, str) else v
 
     @field_validator("preprocess")
     @classmethod

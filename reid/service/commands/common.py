@@ -22,8 +22,10 @@ def settings_from(**overrides: Any) -> Any:
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
-    except ValidationError as e:
-        raise typer.BadParameter(str(e)) from e
+    except ValidationError as e:  # name the environment variable, not the pydantic field
+        problems = "; ".join(f"REID_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} "
+                             f"(got {err.get('input')!r})" for err in e.errors())
+        raise typer.BadParameter(problems) from e
 
 
 def load_embedder(settings: Any) -> Any:
