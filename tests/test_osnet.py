@@ -151,3 +151,28 @@ def test_train_cli_names_a_bad_backbone_setting_without_a_traceback(tmp_path: Pa
     res = subprocess.run([sys.executable, "-m", "reid.cli", "train", str(path)], capture_output=True, text=True)
     assert res.returncode == 2
     assert "no ImageNet OSNet weights" in res.stderr and "Traceback" not in res.stderr
+
+
+def test_distillation_from_a_larger_teacher(tmp_path: Path):
+    """A 32×16 MobileNetV2 student learns the batch similarities of a 64×32 OSNet teacher."""
+    teacher_cfg = _osnet_config(tmp_path / "t", "teacher")
+    teacher_cfg.optim.epochs = 1
+    checkpoint = Trainer(teacher_cfg).run()
+    student_cfg = _tiny_config(tmp_path / "s", "student")
+    student_cfg.loss.distill_weight, student_cfg.loss.distill_from = 2.0, str(checkpoint)
+    student = Trainer(student_cfg)
+    assert student.teacher_size == (64, 32) and not any(p.requires_grad for p in student.teacher.parameters())
+    x = torch.rand(4, 3, 32, 16)
+    with torch.no_grad():
+        t = student.teacher(torch.nn.functional.interpolate(x, size=(64, 32), mode="bilinear", align_corners=False))
+    assert student._distill(x, t).item() == pytest.approx(0.0, abs=1e-6)  # the teacher's own similarities
+    assert student._distill(x, torch.randn(4, 24)).item() > 0.01
+    student.model.train()
+    losses = student.losses(x, torch.tensor([0, 0, 1, 1]))
+    assert losses["distill"].requires_grad and losses["distill"].item() > 0
+    student.run()
+    with open(student.out / "log.csv") as f:
+        assert "distill" in f.readline()
+    bad = _tiny_config(tmp_path / "b", "bad")
+    with pytest.raises(ValueError, match="distill_from"):
+        bad.loss.__class__(distill_weight=1.0)

@@ -74,6 +74,11 @@ class LossConfig:
     # the frozen initial backbone's, same image (learning without forgetting; before the neck, so
     # BN batch vs running statistics do not enter); 0 = off; image nets only
     retain_weight: float = 0.0
+    # learn from a stronger net: weight × mean squared difference of the batch's cosine-similarity
+    # matrices, student embedding vs the frozen teacher's (relational distillation: no projection
+    # needed between widths or input sizes); ``distill_from`` = the teacher's training checkpoint
+    distill_weight: float = 0.0
+    distill_from: str | None = None
     # TKP
     tkp_feature_weight: float = 1.0
     tkp_distance_weight: float = 1.0
@@ -82,6 +87,10 @@ class LossConfig:
     def __post_init__(self) -> None:
         if self.retain_weight < 0:
             raise ValueError(f"loss.retain_weight must be ≥ 0, got {self.retain_weight}")
+        if self.distill_weight < 0:
+            raise ValueError(f"loss.distill_weight must be ≥ 0, got {self.distill_weight}")
+        if self.distill_weight and not self.distill_from:
+            raise ValueError("loss.distill_weight needs loss.distill_from (the teacher's training checkpoint)")
 
 
 @dataclass

@@ -17,9 +17,10 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
+from torch import nn
 from torch.utils.data import DataLoader
 
-from reid.models.networks import TKP, build_model
+from reid.models.networks import TKP, build_model, image_branch, load_checkpoint
 from reid.training.config import TrainConfig, resolve_path
 from reid.training.datasets import DatasetError, Split, combine_train, load_split, tracklets
 from reid.training.losses import (
@@ -91,12 +92,25 @@ class Trainer:
         self.initial = None
         if cfg.loss.retain_weight:
             self.initial = copy.deepcopy(self.model).eval().requires_grad_(False)
+        self.teacher, self.teacher_size = self._teacher(cfg)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.out = cfg.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.start_epoch = 0
         self.train_seconds = 0.0
+
+    def _teacher(self, cfg: TrainConfig) -> tuple[nn.Module | None, tuple[int, int]]:
+        """The frozen teacher for ``loss.distill_weight`` and the input size it embeds at."""
+        if not cfg.loss.distill_weight:
+            return None, (0, 0)
+        if self.is_tkp:
+            raise ValueError("loss.distill_weight applies to image nets (arch baseline/ianet), not tkp")
+        model, tcfg, _ = load_checkpoint(resolve_path(cfg.loss.distill_from))
+        mine, theirs = cfg.model.preprocess, tcfg.preprocess
+        if (mine.color, mine.scale, mine.mean, mine.std) != (theirs.color, theirs.scale, theirs.mean, theirs.std):
+            raise ValueError(f"the teacher {cfg.loss.distill_from} normalises pixels differently from this model")
+        return image_branch(model).to(self.device).eval().requires_grad_(False), (theirs.height, theirs.width)
 
     # -- checkpoints -------------------------------------------------------------------------
     def checkpoint_path(self) -> Path:
@@ -148,6 +162,8 @@ class Trainer:
                 with torch.no_grad():
                     before = self.initial.pooled(x)
                 losses["retain"] = lc.retain_weight * (1 - F.cosine_similarity(pooled, before, dim=1)).mean()
+            if self.teacher is not None:
+                losses["distill"] = lc.distill_weight * self._distill(x, feat)
             return losses
         out = self.model(x)
         t = x.shape[1]
@@ -161,6 +177,17 @@ class Trainer:
         losses["tkp_f"] = lc.tkp_feature_weight * tkp_feature_loss(out["img"], vid_frames)
         losses["tkp_d"] = lc.tkp_distance_weight * tkp_distance_loss(out["img"], vid_frames, lc.tkp_distance_norm)
         return losses
+
+    def _distill(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
+        """Mean squared difference of the batch's cosine-similarity matrices, student vs teacher
+        (the teacher sees the same crops resized to its own input: the same pixels, so the same
+        normalisation applies)."""
+        with torch.no_grad():
+            xt = x if tuple(x.shape[2:]) == self.teacher_size else F.interpolate(
+                x, size=self.teacher_size, mode="bilinear", align_corners=False)
+            t = F.normalize(self.teacher(xt), dim=1)
+        s = F.normalize(feat, dim=1)
+        return ((s @ s.T - t @ t.T) ** 2).mean()
 
     def train_epoch(self, epoch: int, progress: Progress) -> dict[str, float]:
         self.model.train()
