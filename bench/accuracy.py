@@ -77,6 +77,11 @@ ABLATION = {
         "osnet-cm2duke-retain3": "retention weight 3 instead of 1",
         "osnet-cm2duke-retain10": "retention weight 10 instead of 1",
         "osnet-cm2duke-retain-4ep": "retention weight 1, 4 epochs (×0.1 at 3) instead of 2"},
+    "Faster students: smaller inputs (128×64 = a quarter of the pixels), against the 256×128 dev model": {
+        "osnet-cm2duke-retain-4ep": "baseline: 256×128, retention, 4 epochs (the dev model)",
+        "osnet-cm2duke-128": "input 128×64 (same recipe)",
+        "osnet-cm2duke-128-distill": "input 128×64 + distillation from the 256×128 dev model (weight 10)",
+        "osnet-cm2duke-192-distill": "input 192×96 + distillation (weight 10)"},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -111,8 +116,11 @@ def _osnet_dev_run(config: str, what: str) -> ModelRow:
 
 
 MODELS = {
-    "v3": ModelRow("v3.0 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke (shipped default)",
-                   "reid/models/default", "reid/models/default/training_log.csv",
+    "v3.1": ModelRow("v3.1 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 4 epochs (shipped default)",
+                     "reid/models/default", "reid/models/default/training_log.csv",
+                     "reid train configs/osnet_multi_4ep.yaml", ("cuhk03", "market", "duke")),
+    "v3": ModelRow("v3.0 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 2 epochs (previous default)",
+                   "runs/default-v3.0", "bench/training_logs/osnet_multi.csv",
                    "reid train configs/osnet_multi.yaml", ("cuhk03", "market", "duke")),
     "v2": ModelRow("v2.0 MobileNetV2-IBN, multi-dataset, FP32 (previous default)", "runs/default-v2.0",
                    "bench/training_logs/mobilenetv2_ibn_multi.csv", "reid train configs/mobilenetv2_ibn_multi.yaml",
@@ -126,7 +134,9 @@ MODELS = {
                             "reid train configs/mobilenetv2_ibn_cm2duke_192.yaml", ("cuhk03", "market")),
     **{f"osnet-cm2duke{suffix}": _osnet_dev_run(f"osnet_cm2duke{suffix.replace('-', '_')}", what)
        for suffix, what in (("", ""), ("-retain", ", retention loss"), ("-retain3", ", retention weight 3"),
-                            ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"))},
+                            ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"),
+                            ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"),
+                            ("-192-distill", " at 192×96, distilled"))},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),
