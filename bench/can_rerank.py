@@ -171,7 +171,8 @@ def main() -> None:
         "",
         "## Storage per item",
         "",
-        f"- vector: {embedder.info.dim * 4:,} B (float32); CAN map: {map_bytes:,} B (fp16 {'×'.join(map(str, map_shape))})"
+        f"- vector: {embedder.info.dim * 4:,} B (float32); "
+        f"CAN map: {map_bytes:,} B (fp16 {'×'.join(map(str, map_shape))})"
         f" — {map_bytes / (embedder.info.dim * 4):.1f}× the vector.",
         f"- SQLite file with {args.items:,} items, vectors and maps: {db_bytes / 1e6:,.0f} MB "
         f"({db_bytes / args.items:,.0f} B per item).",

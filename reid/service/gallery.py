@@ -401,7 +401,8 @@ class Gallery:
         """Stored maps of ``ids``; those missing or made by another model are made from the kept
         crops now and stored (items that no longer exist are left out)."""
         shape = self.pair.map_shape
-        got = {i: np.frombuffer(b, np.float16).reshape(shape) for i, b in self.store.maps(ids, self.info.model_id).items()}
+        stored = self.store.maps(ids, self.info.model_id)
+        got = {i: np.frombuffer(b, np.float16).reshape(shape) for i, b in stored.items()}
         missing = [i for i in ids if i not in got]
         if missing:
             recs = self.store.get_many(missing)

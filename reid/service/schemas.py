@@ -11,7 +11,6 @@ from pydantic import BaseModel, Field
 
 from reid.service.store import ItemRecord
 
-
 #: POST /query's second stage: none, or CAN's cross-attention pair model over the shortlist
 Rerank = Literal["none", "can"]
 
