@@ -2,9 +2,23 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from pathlib import Path
+from typing import TypeVar
 
 import typer
+
+T = TypeVar("T")
+
+
+def _built(make: Callable[[], T]) -> T:
+    """Building a run reads its data and weights: their errors (a DatasetError is a ValueError) name the
+    problem, so they end the command with that message instead of a traceback."""
+    try:
+        return make()
+    except (FileNotFoundError, ValueError) as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from exc
 
 
 def register(app: typer.Typer) -> None:
@@ -28,11 +42,7 @@ def register(app: typer.Typer) -> None:
             cfg.output_dir = str(output_dir)
         from reid.training.engine import Trainer
 
-        try:  # building the run reads the data and the pretrained weights: their errors name the problem
-            trainer = Trainer(cfg, device)
-        except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
+        trainer = _built(lambda: Trainer(cfg, device))
         ckpt = trainer.run(resume=resume)
         typer.echo(f"checkpoint: {ckpt}")
         if export_to is not None:
@@ -51,12 +61,7 @@ def register(app: typer.Typer) -> None:
 
         from reid.training.can import PAIR_FILE, CanTrainer, load_can_config
 
-        try:
-            cfg = load_can_config(config)
-            trainer = CanTrainer(cfg)
-        except (FileNotFoundError, ValueError) as exc:  # DatasetError is a ValueError
-            typer.echo(f"error: {exc}", err=True)
-            raise typer.Exit(2) from exc
+        trainer = _built(lambda: CanTrainer(load_can_config(config)))
         pair = trainer.run(resume=resume)
         typer.echo(f"pair model: {pair}")
         if into is not None:
