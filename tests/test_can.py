@@ -204,3 +204,16 @@ def test_can_trains_on_a_frozen_net_resumes_exports_and_reranks(tmp_path: Path):
         top3 = set(np.argsort(row_plain)[:3])
         assert set(np.argsort(row_can)[:3]) == top3
         np.testing.assert_array_equal(np.argsort(row_can)[3:], [i for i in np.argsort(row_plain) if i not in top3])
+
+
+def test_train_can_cli_names_a_bad_config_without_a_traceback(tmp_path: Path):
+    import subprocess
+    import sys
+
+    bad = tmp_path / "can.yaml"
+    bad.write_text("name: x\nbogus: 1\n")
+    for path, says in ((bad, "unknown keys ['bogus']"), (tmp_path / "none.yaml", "config file not found")):
+        res = subprocess.run([sys.executable, "-m", "reid.cli", "train-can", str(path)], capture_output=True,
+                             text=True)
+        assert res.returncode == 2, res.stderr
+        assert says in res.stderr and "Traceback" not in res.stderr, res.stderr
