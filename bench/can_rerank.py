@@ -80,7 +80,7 @@ def main() -> None:
         shutil.copytree(args.model, model)
         shutil.copyfile(args.pair, model / "pair.onnx")
         settings = Settings(model=model, data_dir=Path(tmp) / "data", intra_op_threads=args.threads,
-                            save_interval_s=3600)
+                            index={"save_interval_s": 3600})
         embedder = Embedder(settings)
         map_shape = embedder.pair.map_shape
         t = time.perf_counter()

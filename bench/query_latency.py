@@ -276,8 +276,8 @@ def end_to_end(sizes: list[int], nq: int, threads: int) -> list[dict]:
             t0 = time.perf_counter()
             populate(data, n)
             fill = time.perf_counter() - t0
-            for factory, extra in (("Flat", {}), ("SQfp16,RFlat", {"REID_REFINE_FACTOR": "2"}),
-                                   ("HNSW32", {"REID_EF_SEARCH": "128", "REID_FAISS_THREADS": "2"})):
+            for factory, extra in (("Flat", {}), ("SQfp16,RFlat", {"REID_INDEX_REFINE_FACTOR": "2"}),
+                                   ("HNSW32", {"REID_INDEX_EF_SEARCH": "128", "REID_INDEX_THREADS": "2"})):
                 env = {
                     "REID_DATA_DIR": str(data),
                     "REID_INDEX_FACTORY": factory,

@@ -14,9 +14,9 @@ import pytest
 REPO = Path(__file__).resolve().parents[1]
 SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 
-# REID_DETECTOR=auto means YOLOX-nano when `reid fetch-detector` installed it on this machine, else HOG:
+# REID_DETECTOR_NAME=auto means YOLOX-nano when `reid fetch-detector` installed it on this machine, else HOG:
 # the suite pins HOG so that it behaves the same everywhere; the YOLOX tests ask for it (yolox_onnx).
-os.environ.setdefault("REID_DETECTOR", "hog")
+os.environ.setdefault("REID_DETECTOR_NAME", "hog")
 
 
 def shared_path(*parts: str) -> Path:

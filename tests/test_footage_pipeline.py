@@ -321,7 +321,7 @@ def test_pipeline_indexes_a_person_walking_in(tmp_path: Path) -> None:
     start = 1_714_564_800.0
     job = FootageJob(path=clip, camera="lobby", start=start, source="clip.mp4", meta={"site": "hq"})
     seen = []
-    res = process_footage(job, PipelineConfig(max_age_s=1.5), _embed,
+    res = process_footage(job, PipelineConfig(track_max_age_s=1.5), _embed,
                           progress=lambda p: seen.append(p) or True, progress_every_s=0.0)
     assert res.info.n_frames == 80 and res.frames_done >= 79
     entries = gallery_entries(res)

@@ -29,7 +29,7 @@ from reid.service.embedder import Embedder
 from reid.service.gallery import Gallery
 from reid.service.settings import Settings
 from tests.test_service_core import crops
-s = Settings(data_dir=sys.argv[1], intra_op_threads=1, index_backend="milvus")
+s = Settings(data_dir=sys.argv[1], intra_op_threads=1, index={"backend": "milvus"})
 e = Embedder(s)
 g = Gallery(s, e, background=False)
 imgs = crops(12, seed=5)
@@ -127,7 +127,7 @@ def test_same_answers_as_faiss_and_restart_replays_missed_writes(milvus_db, tmp_
 
 
 def test_gallery_on_milvus_with_a_second_process_on_the_data_dir(milvus_db, tmp_path) -> None:
-    s = Settings(data_dir=tmp_path / "data", intra_op_threads=1, index_backend="milvus")
+    s = Settings(data_dir=tmp_path / "data", intra_op_threads=1, index={"backend": "milvus"})
     e = Embedder(s)
     g = Gallery(s, e, background=False)
     try:

@@ -41,7 +41,7 @@ class Server:
             "OMP_NUM_THREADS": "1",
             "REID_INTRA_OP_THREADS": "1",
             "REID_LOG_JSON": "false",
-            "REID_SAVE_INTERVAL_S": "1",
+            "REID_INDEX_SAVE_INTERVAL_S": "1",
             "PYTHONUNBUFFERED": "1",
             **env,
         }

@@ -221,7 +221,7 @@ def test_sqfp16_refine_index_filters_inside_faiss_and_matches_exact(tmp_path: Pa
 @pytest.mark.parametrize("factory", ["HNSW16", "PCA16,HNSW16,RFlat"])
 def test_gallery_filtered_search_returns_k_when_they_exist(tmp_path: Path, factory: str) -> None:
     # exact_filter_max=0 forces the ANN paths: an IDSelector (HNSW) or over-fetching (RFlat takes none)
-    s = settings(tmp_path, index_factory=factory, exact_filter_max=0, index_min_train=20)
+    s = settings(tmp_path, index={"factory": factory, "exact_filter_max": 0, "min_train": 20})
     e = Embedder(s)
     g = Gallery(s, e, background=False)
     try:
@@ -373,6 +373,46 @@ def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
     assert "0001_07.jpg" in r.stdout.splitlines()[3]  # first hit row: the same image
 
 
+def test_settings_sections_are_the_configs_they_feed(monkeypatch) -> None:
+    """REID_<SECTION>_<FIELD> lands in the config object of that part, field for field."""
+    from dataclasses import fields
+
+    from reid.ingest.detect import DetectorConfig
+    from reid.ingest.pipeline import PipelineConfig
+    from reid.ingest.tracklets import TrackletConfig
+
+    for name, value in (("REID_DETECTOR_NAME", "hog"), ("REID_DETECTOR_MIN_HEIGHT", "30"),
+                        ("REID_TRACKLET_EMBED_FRAMES", "5"), ("REID_FOOTAGE_TRACK_MAX_AGE_S", "2.5"),
+                        ("REID_INDEX_NPROBE", "7"), ("REID_MILVUS_INDEX", "hnsw"), ("REID_JOB_LEASE_S", "9")):
+        monkeypatch.setenv(name, value)
+    s = Settings()
+    cfg = PipelineConfig.from_settings(s)
+    assert (cfg.detector.name, cfg.detector.min_height) == ("hog", 30)
+    assert (cfg.tracklets.embed_frames, cfg.track_max_age_s) == (5, 2.5)
+    assert (s.index.nprobe, s.milvus.index, s.job.lease_s) == (7, "HNSW", 9.0)
+    assert set(s.detector.model_fields) <= {f.name for f in fields(DetectorConfig)}
+    assert set(s.tracklet.model_fields) - {"pooling"} <= {f.name for f in fields(TrackletConfig)}
+
+
+def test_a_renamed_setting_is_refused_with_its_new_name(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from reid.cli import app
+    from reid.service.settings import RENAMED, RenamedSetting
+
+    for old, new in RENAMED.items():
+        monkeypatch.setenv(old, "1")
+        with pytest.raises(RenamedSetting, match=f"{old} is now {new}"):
+            Settings()
+        monkeypatch.delenv(old)
+    monkeypatch.setenv("REID_DETECTOR", "")  # compose's empty "${REID_DETECTOR:-}" is no setting at all
+    Settings()
+    monkeypatch.setenv("REID_NPROBE", "16")
+    res = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "data")])
+    assert res.exit_code == 2 and "REID_NPROBE is now REID_INDEX_NPROBE" in res.output
+    assert "Traceback" not in res.output
+
+
 def test_choice_settings_are_case_insensitive_and_checked(monkeypatch) -> None:
     from pydantic import ValidationError
 
@@ -380,7 +420,7 @@ def test_choice_settings_are_case_insensitive_and_checked(monkeypatch) -> None:
     monkeypatch.setenv("REID_SQLITE_SYNCHRONOUS", "normal")
     monkeypatch.setenv("REID_JOB_MODE", "Thread")
     s = Settings()
-    assert (s.device, s.sqlite_synchronous, s.job_mode) == ("cpu", "NORMAL", "thread")
+    assert (s.device, s.sqlite_synchronous, s.job.mode) == ("cpu", "NORMAL", "thread")
     for name, bad in (("REID_DEVICE", "tpu"), ("REID_DETECTOR_FORMAT", "yolov9"), ("REID_QUEUE", "kafka")):
         monkeypatch.setenv(name, bad)
         with pytest.raises(ValidationError):

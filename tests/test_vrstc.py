@@ -140,7 +140,7 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     frames = _person_crops(5, 1)
     frames[2][48:] = 128  # the lower half of one frame hidden by a grey block
     uncalibrated = Embedder(Settings(model=model, data_dir=tmp_path / "d1", intra_op_threads=1,
-                                     tracklet_pooling="vrstc"))
+                                     tracklet={"pooling": "vrstc"}))
     try:
         assert uncalibrated.info.regions == 4 and uncalibrated.vrstc is None  # no τ in the file: mean pooling
         frame_vecs = uncalibrated.embed(frames)
@@ -157,13 +157,13 @@ def test_service_pools_tracklets_with_vrstc_only_when_calibrated(exported: Path,
     tau = round(float(scores[2].max() + others.min()) / 2, 4)
     meta = read_onnx_metadata(str(model / "image.onnx"))
     write_onnx_metadata(model / "image.onnx", {**meta, "reid.vrstc_tau": str(tau)})
-    emb = Embedder(Settings(model=model, data_dir=tmp_path / "d2", intra_op_threads=1, tracklet_pooling="vrstc"))
+    emb = Embedder(Settings(model=model, data_dir=tmp_path / "d2", intra_op_threads=1, tracklet={"pooling": "vrstc"}))
     try:
         assert emb.vrstc is not None and emb.vrstc.tau == tau
         vrstc_vec = emb.embed_tracklet(frames)
     finally:
         emb.close()
-    off = Embedder(Settings(model=model, data_dir=tmp_path / "d3", intra_op_threads=1, tracklet_pooling="mean"))
+    off = Embedder(Settings(model=model, data_dir=tmp_path / "d3", intra_op_threads=1, tracklet={"pooling": "mean"}))
     try:
         assert off.vrstc is None  # REID_TRACKLET_POOLING=mean turns it off
     finally:

@@ -380,7 +380,7 @@ def make_detector(cfg: DetectorConfig) -> Detector:
         return HogDetector(cfg)
     path = Path(cfg.name)
     if not path.is_file():
-        raise DetectorError(f"detector {cfg.name!r} not found: set REID_DETECTOR to 'hog' or to an ONNX file")
+        raise DetectorError(f"detector {cfg.name!r} not found: set REID_DETECTOR_NAME to 'hog' or to an ONNX file")
     fmt = cfg.format.lower() if cfg.format and cfg.format != "auto" else sniff_format(path)
     if fmt == "nanodet":
         return NanoDetDetector(path, cfg)

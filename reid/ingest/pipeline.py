@@ -33,28 +33,22 @@ class PipelineConfig:
     tracker: TrackerConfig = field(default_factory=TrackerConfig)
     tracklets: TrackletConfig = field(default_factory=TrackletConfig)
     detect_stride: int = 2
-    max_age_s: float = 1.5
+    track_max_age_s: float = 1.5
     fps: float | None = None
     max_pixels: int = 3840 * 2160
     max_frames: int | None = None  # stop after this many frames (tests, previews)
 
     @classmethod
     def from_settings(cls, s: Any) -> PipelineConfig:
+        """From the service's settings sections (reid.service.settings), whose fields are these
+        configs' own: REID_DETECTOR_* → DetectorConfig, REID_TRACKLET_* → TrackletConfig,
+        REID_FOOTAGE_* → the rest."""
+        footage = s.footage
         return cls(
-            detector=DetectorConfig(
-                name=str(s.detector), format=s.detector_format, conf=s.detector_conf, nms=s.detector_nms,
-                min_height=s.min_box_height, input_width=s.detector_input_width,
-                input_size=s.detector_input_size,
-                bg_subtraction=s.bg_subtraction, threads=s.detector_threads,
-            ),
-            tracklets=TrackletConfig(
-                min_frames=s.tracklet_min_frames, min_height=s.tracklet_min_height,
-                max_seconds=s.tracklet_max_seconds, embed_frames=s.tracklet_frames,
-            ),
-            detect_stride=s.detect_stride,
-            max_age_s=s.track_max_age_s,
-            fps=s.footage_fps,
-            max_pixels=s.footage_max_pixels,
+            detector=DetectorConfig(**s.detector.model_dump()),
+            tracklets=TrackletConfig(**s.tracklet.model_dump(exclude={"pooling"})),
+            detect_stride=footage.detect_stride, track_max_age_s=footage.track_max_age_s,
+            fps=footage.fps, max_pixels=footage.max_pixels,
         )
 
 
@@ -126,7 +120,7 @@ def process_footage(
     det = detector or make_detector(cfg.detector)
     stride = max(1, cfg.detect_stride)
     tcfg = TrackerConfig(**{**cfg.tracker.__dict__})
-    tcfg.max_age = max(1, round(cfg.max_age_s * info.fps / stride))
+    tcfg.max_age = max(1, round(cfg.track_max_age_s * info.fps / stride))
     tracklets: list[Tracklet] = []
     vectors: list[np.ndarray] = []
     errors: list[str] = []

@@ -96,7 +96,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
             embedder.close()
             raise
         app.state.embedder, app.state.gallery = embedder, gallery
-        log.info("footage detector: %s", describe_detector(settings.detector))
+        log.info("footage detector: %s", describe_detector(settings.detector.name))
         for hook in app.state.on_ready:  # e.g. the Redis result consumer (reid/service/footage_jobs.py)
             hook(app)
         app.state.ready = True
@@ -139,7 +139,7 @@ def create_app(settings: Settings | None = None) -> FastAPI:
     app.include_router(query_routes.router)
     app.include_router(jobs_routes.router)
 
-    footage_bytes = int(getattr(settings, "footage_max_mb", 0) * 1024 * 1024)  # videos via POST /gallery
+    footage_bytes = int(settings.footage.max_mb * 1024 * 1024)  # videos via POST /gallery
     app.add_middleware(BodyLimit, max_bytes=settings.max_upload_bytes, big_bytes=footage_bytes,
                        big_paths=("/gallery",))
     app.add_middleware(RequestIdMiddleware, observe=metrics.observe)

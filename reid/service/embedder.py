@@ -186,7 +186,7 @@ class Embedder:
         )
         self.pair = self._pair_model(image_path, settings, providers)
         self.info.pair_path = self.pair.path if self.pair is not None else None
-        self.vrstc = (VrstcConfig(tau=self.info.vrstc_tau) if settings.tracklet_pooling == "vrstc"
+        self.vrstc = (VrstcConfig(tau=self.info.vrstc_tau) if settings.tracklet.pooling == "vrstc"
                       and self.info.regions and self.info.vrstc_tau is not None and video_path is None else None)
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._incoming, self._incoming_lock = 0, threading.Lock()  # submits still preprocessing

@@ -39,7 +39,7 @@ def check_footage(path: Path, settings: Any, name: str | None = None) -> None:
     from reid.ingest.decode import Footage, FootageError
 
     try:
-        Footage(path, max_pixels=settings.footage_max_pixels)
+        Footage(path, max_pixels=settings.footage.max_pixels)
     except FootageError as e:  # the API maps its kind to a status (reid.service.errors)
         raise FootageError(e.message.replace(Path(path).name, name or Path(path).name), e.kind) from e
 
@@ -88,7 +88,7 @@ def _commit_into(gallery: Any, queue: Any) -> Any:
 def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
     """Job records in the data dir's SQLite, jobs run by this service; the runner starts once the
     gallery is open (``on_ready``)."""
-    queue = SqliteJobQueue(Path(settings.data_dir) / JOBS_DB, settings.job_max_attempts)
+    queue = SqliteJobQueue(Path(settings.data_dir) / JOBS_DB, settings.job.max_attempts)
     stop = threading.Event()
     runners: list[JobRunner] = []
 
@@ -97,8 +97,8 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
         if n:
             log.warning("re-queued or failed %d footage job(s) interrupted by the last shutdown", n)
         gallery = app.state.gallery
-        for i in range(settings.job_workers):
-            runner = JobRunner(queue, settings, app.state.embedder, _commit_into(gallery, queue), settings.job_mode,
+        for i in range(settings.job.workers):
+            runner = JobRunner(queue, settings, app.state.embedder, _commit_into(gallery, queue), settings.job.mode,
                                indexed=gallery.store.count_footage)
             runners.append(runner)
             threading.Thread(target=work, args=(queue, runner, f"embedded-{os.getpid()}-{i}", stop),
@@ -111,7 +111,7 @@ def install_embedded(app: Any, settings: Any) -> SqliteJobQueue:
 
     def queue_status(detail: bool = False) -> dict[str, Any]:
         out: dict[str, Any] = {"backend": "embedded", "ok": True, "depth": queue.depth(),
-                               "workers": settings.job_workers}
+                               "workers": settings.job.workers}
         if detail:
             out["jobs"] = queue.counts()
         return out
@@ -131,7 +131,7 @@ def run_embedded_worker(settings: Any, stop: threading.Event | None = None, max_
     from reid.service.gallery import Gallery
 
     name = f"{os.uname().nodename}-{os.getpid()}"
-    queue = SqliteJobQueue(Path(settings.data_dir) / JOBS_DB, settings.job_max_attempts)
+    queue = SqliteJobQueue(Path(settings.data_dir) / JOBS_DB, settings.job.max_attempts)
     embedder = Embedder(settings)
     gallery = Gallery(settings, embedder, background=False)
     runner = JobRunner(queue, settings, embedder, _commit_into(gallery, queue), "thread",
@@ -148,7 +148,7 @@ def run_embedded_worker(settings: Any, stop: threading.Event | None = None, max_
 def _redis_queue(settings: Any) -> Any:
     from reid.jobs.redis_queue import RedisJobQueue
 
-    return RedisJobQueue(settings.redis_url, settings.redis_prefix, settings.worker_lease_s)
+    return RedisJobQueue(settings.redis.url, settings.redis.prefix, settings.job.lease_s)
 
 
 def install_redis(app: Any, settings: Any) -> Any:
@@ -166,7 +166,7 @@ def install_redis(app: Any, settings: Any) -> Any:
     consumer = ResultConsumer(queue, commit, model_id=lambda: app.state.gallery.info.model_id)
 
     def queue_status(detail: bool = False) -> dict[str, Any]:
-        out: dict[str, Any] = {"backend": "redis", "url": redact(settings.redis_url), "ok": queue.ping()}
+        out: dict[str, Any] = {"backend": "redis", "url": redact(settings.redis.url), "ok": queue.ping()}
         if out["ok"]:
             try:
                 out["depth"] = queue.depth()
@@ -196,7 +196,7 @@ def check_redis_worker(settings: Any) -> list[str]:
     except ModelError as e:
         problems.append(str(e))
     if not _redis_queue(settings).ping():
-        problems.append(f"Redis unreachable at {redact(settings.redis_url)} (REID_REDIS_URL)")
+        problems.append(f"Redis unreachable at {redact(settings.redis.url)} (REID_REDIS_URL)")
     return problems
 
 
@@ -211,7 +211,7 @@ def run_redis_worker(settings: Any, worker_id: str | None = None, stop: threadin
 
     queue = _redis_queue(settings)
     if not queue.ping():
-        raise QueueUnavailable(f"Redis unreachable at {redact(settings.redis_url)} (REID_REDIS_URL)")
+        raise QueueUnavailable(f"Redis unreachable at {redact(settings.redis.url)} (REID_REDIS_URL)")
     worker = worker_id or f"{socket.gethostname()}-{os.getpid()}"
     embedder = Embedder(settings)
 
@@ -224,7 +224,7 @@ def run_redis_worker(settings: Any, worker_id: str | None = None, stop: threadin
         log.info("job %s: %d tracklets sent in %.1fs", job.id, len(res.vectors), time.perf_counter() - t0,
                  extra={"job_id": job.id})
 
-    log.info("worker %s ready: model %s, queue %s", worker, embedder.info.describe(), redact(settings.redis_url),
+    log.info("worker %s ready: model %s, queue %s", worker, embedder.info.describe(), redact(settings.redis.url),
              extra={"worker": worker})
     try:
         runner = JobRunner(queue, settings, embedder, deliver, "thread")

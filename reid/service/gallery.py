@@ -423,7 +423,7 @@ class Gallery:
         subset = self.store.filter_ids(filters)
         if len(subset) == 0:
             return []
-        if not self.index.exact and len(subset) <= self.settings.exact_filter_max:
+        if not self.index.exact and len(subset) <= self.settings.index.exact_filter_max:
             return self._exact_subset(q, k, subset)
         try:
             scores, ids = self.index.search(q, k, subset=subset)
@@ -431,7 +431,7 @@ class Gallery:
         except RuntimeError:  # this index type cannot take an IDSelector: over-fetch and filter
             pairs = []
             allowed = set(subset.tolist())
-            fetch = k * self.settings.overfetch
+            fetch = k * self.settings.index.overfetch
             while True:
                 scores, ids = self.index.search(q, fetch)
                 pairs = [
@@ -440,7 +440,7 @@ class Gallery:
                 if len(pairs) >= k or fetch >= self.index.ntotal:
                     break
                 fetch *= 4
-        if len(pairs) < min(k, len(subset)) and len(subset) <= max(self.settings.exact_filter_max, 10 * k):
+        if len(pairs) < min(k, len(subset)) and len(subset) <= max(self.settings.index.exact_filter_max, 10 * k):
             return self._exact_subset(q, k, subset)
         return pairs
 
@@ -456,7 +456,7 @@ class Gallery:
     def _background(self) -> None:
         """Snapshot the FAISS cache now and then, and train the configured ANN index once the
         gallery is large enough (built off-lock, swapped in after replaying concurrent writes)."""
-        while not self._stop.wait(max(self.settings.save_interval_s, 0.5)):
+        while not self._stop.wait(max(self.settings.index.save_interval_s, 0.5)):
             try:
                 if self.index.wants_training():
                     self.index.build(self.store)
@@ -480,13 +480,12 @@ class Gallery:
 
 def make_index(settings: Any, dim: int, index_dir: Path) -> VectorIndex | MilvusIndex:
     """The configured vector cache (``REID_INDEX_BACKEND``)."""
-    if settings.index_backend == "milvus":
-        uri = settings.milvus_uri or str(index_dir / "milvus.db")
-        return MilvusIndex(dim, uri, settings.milvus_collection, settings.milvus_index, settings.ef_search,
-                           nprobe=settings.nprobe)
-    index = VectorIndex(dim, settings.index_factory, settings.index_min_train, settings.nprobe,
-                        settings.ef_search, settings.refine_factor)
-    index.search_threads = settings.faiss_threads
+    cfg, milvus = settings.index, settings.milvus
+    if cfg.backend == "milvus":
+        uri = milvus.uri or str(index_dir / "milvus.db")
+        return MilvusIndex(dim, uri, milvus.collection, milvus.index, cfg.ef_search, nprobe=cfg.nprobe)
+    index = VectorIndex(dim, cfg.factory, cfg.min_train, cfg.nprobe, cfg.ef_search, cfg.refine_factor)
+    index.search_threads = cfg.threads
     return index
 
 

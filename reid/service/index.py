@@ -74,7 +74,7 @@ class VectorIndex:
         self.nprobe = nprobe
         self.ef_search = ef_search
         self.refine_factor = refine_factor
-        self.search_threads = 1  # FAISS OpenMP threads per search (REID_FAISS_THREADS; 0 = default)
+        self.search_threads = 1  # FAISS OpenMP threads per search (REID_INDEX_THREADS; 0 = default)
         self.lock = threading.RLock()
         self.state = _State(self._empty(exact=self.trainable or factory == "Flat"), exact=True)
         self.state.exact = self._is_flat(self.state)

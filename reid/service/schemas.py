@@ -110,7 +110,7 @@ class Ready(BaseModel):
     index: str
     exact: bool
     providers: list[str]
-    detector: str = Field(description="the footage person detector REID_DETECTOR resolves to")
+    detector: str = Field(description="the footage person detector REID_DETECTOR_NAME resolves to")
     rerankers: list[Rerank] = Field(description="what POST /query's rerank accepts with this model "
                                    "(can: the model directory has CAN's pair.onnx)")
     queue: dict[str, Any] | None = Field(None, description="footage job queue: backend, ok, depth")

@@ -18,10 +18,12 @@ def settings_from(**overrides: Any) -> Any:
     """Settings from REID_* environment variables, with command-line options on top."""
     from pydantic import ValidationError
 
-    from reid.service.settings import Settings
+    from reid.service.settings import RenamedSetting, Settings
 
     try:
         return Settings(**{k: v for k, v in overrides.items() if v is not None})
+    except RenamedSetting as e:
+        raise typer.BadParameter(str(e)) from e
     except ValidationError as e:  # name the environment variable, not the pydantic field
         problems = "; ".join(f"REID_{'_'.join(str(p) for p in err['loc']).upper()}: {err['msg']} "
                              f"(got {err.get('input')!r})" for err in e.errors())
@@ -61,8 +63,8 @@ def check_model(settings: Any) -> None:
     try:
         lock_data_dir(Path(settings.data_dir), exclusive=False).close()
         image, video = resolve_model(settings.model)
-        if settings.index_backend == "milvus" and settings.milvus_uri:  # a server: reachable?
-            MilvusIndex(1, settings.milvus_uri).close()
+        if settings.index.backend == "milvus" and settings.milvus.uri:  # a server: reachable?
+            MilvusIndex(1, settings.milvus.uri).close()
     except (DataDirBusy, ModelError, MilvusUnavailable) as e:
         fail(str(e))
     db = Path(settings.data_dir) / DB_NAME

@@ -16,7 +16,7 @@ def fetch_detector_command(
     force: bool = typer.Option(False, "--force", help="install again even if present"),
 ) -> None:
     """Install the default person detector, YOLOX-nano (Apache-2.0, pinned by commit and SHA-256).
-    Without it, REID_DETECTOR=auto falls back to HOG (docs/footage.md)."""
+    Without it, REID_DETECTOR_NAME=auto falls back to HOG (docs/footage.md)."""
     from reid.ingest.detector_weights import DetectorWeightsError, fetch_detector
 
     try:

@@ -52,7 +52,7 @@ def index_footage(path: Path, camera: str, ts: float | None, meta: dict[str, Any
     from reid.service.records import commit_result
 
     try:  # check the footage before loading the model: a bad file fails fast
-        Footage(path, fps=fps or settings.footage_fps, max_pixels=settings.footage_max_pixels)
+        Footage(path, fps=fps or settings.footage.fps, max_pixels=settings.footage.max_pixels)
     except FootageError as e:
         fail(str(e))
     fid = content_hash(path)

@@ -46,7 +46,7 @@ def readyz(request: Request):
         index=g.index.factory,
         exact=g.index.exact,
         providers=info.providers,
-        detector=describe_detector(g.settings.detector),
+        detector=describe_detector(g.settings.detector.name),
         rerankers=["none", "can"] if g.pair is not None else ["none"],
     )
 
