@@ -53,7 +53,7 @@ SETS = {
                       "100 ids, camera A → camera B, 451 queries / 487 gallery", "cuhk03"),
     "market": EvalSet("Market-1501 test", DATASETS / "market1501", "market1501", ("i2i", "i2v"),
                       "750 ids, 6 cameras, 3,368 queries / 15,913 gallery (incl. distractors)", "market"),
-    "duke": EvalSet("DukeMTMC-reID test", DATASETS / "dukemtmc", "dukemtmc", ("i2i", "i2v"),
+    "duke": EvalSet("DukeMTMC-reID test", DATASETS / "dukemtmc", "dukemtmc", ("i2i", "i2v", "v2v"),
                     "702 ids (+408 distractor ids), 8 cameras, 2,228 queries / 17,661 gallery", "duke"),
     "partial_reid": EvalSet("Partial-REID", DATASETS / "partial" / "Partial-REID_Dataset", "partial_reid",
                             ("i2i",), "60 ids, occluded query → whole-body gallery, 300 / 300", ""),
@@ -83,6 +83,9 @@ ABLATION = {
         "osnet-cm2duke-128-distill": "input 128×64 + distillation from the 256×128 dev model (weight 10)",
         "osnet-cm2duke-192": "input 192×96 (same recipe)",
         "osnet-cm2duke-192-distill": "input 192×96 + distillation (weight 10)"},
+    "TKP: the dev model's image net taught by a video net (I2V / V2V: tracklets embedded by video.onnx)": {
+        "osnet-cm2duke-retain-4ep": "baseline: the dev image model (tracklets: mean of frame embeddings)",
+        "tkp-cm2duke": "TKP from the dev model, 2 epochs on CUHK03 + Market pseudo-tracklets, retention on"},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -138,6 +141,9 @@ MODELS = {
                             ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"),
                             ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"), ("-192", " at 192×96"),
                             ("-192-distill", " at 192×96, distilled"))},
+    "tkp-cm2duke": ModelRow("TKP from the dev model (image net + non-local video net) on CUHK03 + Market (dev run)",
+                            "runs/tkp_osnet_cm2duke/export", "bench/training_logs/tkp_osnet_cm2duke.csv",
+                            "reid train configs/tkp_osnet_cm2duke.yaml", ("cuhk03", "market")),
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),
@@ -231,7 +237,9 @@ def render(results: dict, speeds: dict[str, float]) -> list[str]:
         f"{os.cpu_count()} CPU cores, no GPU). Rank-1 / mAP / mINP in %, cosine, non-interpolated AP, no re-ranking, "
         "no flip; same-identity same-camera gallery items are ignored (standard protocol). **×** = cross-domain "
         "(the model never saw these cameras), **in** = in-domain (it trained on other people from these cameras). "
-        "I2V: first query frame → gallery pseudo-tracklets (one per identity and camera). Embedding img/s: ONNX "
+        "I2V: first query frame → gallery pseudo-tracklets (one per identity and camera); V2V: query "
+        "pseudo-tracklets → gallery pseudo-tracklets; a tracklet is the mean of its frame embeddings, or the "
+        "model's video.onnx when it has one (TKP). Embedding img/s: ONNX "
         "Runtime, CPU, batch 64, 512 CUHK03 crops, every model timed round-robin in the same run (best of 3). "
         "Datasets: `python bench/datasets.py`.",
         "",
@@ -271,14 +279,17 @@ def render(results: dict, speeds: dict[str, float]) -> list[str]:
         lines += ["", f"## Ablation — {title}: judged on {SETS[ABLATION_SET].label} (cameras none of them saw)", "",
                   "Recipe choices are made here, never on the held-out sets. Δ = change against the group's "
                   "first row.", "",
-                  "| change | Duke R1 | Duke mAP | Δ R1 | Δ mAP | CUHK03 val R1 | training | embed img/s |",
-                  "|---|---|---|---|---|---|---|---|"]
+                  "| change | Duke R1 | Duke mAP | Δ R1 | Δ mAP | Duke I2V R1 / mAP | Duke V2V R1 / mAP "
+                  "| CUHK03 val R1 | training | embed img/s |",
+                  "|---|---|---|---|---|---|---|---|---|---|"]
         for k in done:
             r = results[f"{k}|{ABLATION_SET}|i2i"]
+            video = [" / ".join(cell(results, k, ABLATION_SET, m)[:2]) for m in ("i2v", "v2v")]
             cuhk_r1 = cell(results, k, "cuhk03", "i2i")[0]
             speed = f"{speeds[k]:.0f}" if k in speeds else "—"
             lines.append(f"| {group[k]} | {r['rank1']:.1f} | {r['mAP']:.1f} | {r['rank1'] - base['rank1']:+.1f} | "
-                         f"{r['mAP'] - base['mAP']:+.1f} | {cuhk_r1} | {train_minutes(MODELS[k].log)} | {speed} |")
+                         f"{r['mAP'] - base['mAP']:+.1f} | {' | '.join(video)} | {cuhk_r1} | "
+                         f"{train_minutes(MODELS[k].log)} | {speed} |")
     lines += _render_reranks(results)
     lines += ["", "## Commands", "", "Each cell above is the JSON line of one of these:", ""]
     lines += [f"    {results[k]['command']}" for k in sorted(results) if k.split("|")[0].split("+")[0] in keys]

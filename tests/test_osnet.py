@@ -132,8 +132,8 @@ def test_bad_fine_tuning_settings_are_clear_errors(tmp_path: Path):
         config_from_dict({"optim": {"backbone_lr_scale": -1}})
     with pytest.raises(ValueError, match="retain_weight must be ≥ 0"):
         config_from_dict({"loss": {"retain_weight": -0.5}})
-    cfg = _osnet_config(tmp_path, "tkp", retain_weight=1.0)
-    cfg.model.arch = "tkp"
+    cfg = _osnet_config(tmp_path, "tkp", distill_weight=1.0, distill_from=str(tmp_path / "teacher.pt"))
+    cfg.model.arch, cfg.model.nl_after = "tkp", ["layer2.0"]
     with pytest.raises(ValueError, match="image nets"):
         Trainer(cfg)
 

@@ -5,6 +5,7 @@ shared classifier. All are built from a :class:`ModelConfig`, which a checkpoint
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
+from pathlib import Path
 
 import torch
 import torch.nn.functional as F
@@ -24,6 +25,9 @@ class ModelConfig:
     backbone: str = "mobilenetv2"
     last_stride: int = 1
     pretrained: str | None = "imagenet"  # "imagenet", a file path, or None
+    # start from a trained reid image net: a training checkpoint (.pt) or an exported model (dir or
+    # image.onnx); a TKP model starts both its nets from it (init_from_trained)
+    init_from: str | None = None
     neck: str = "bn"  # bn | none | fc — BN1d after GAP (IANet), nothing (TKP code), fc+BN+ReLU (OSNet)
     num_classes: int = 0
     height: int = 256
@@ -163,13 +167,15 @@ class TKP(nn.Module):
         nn.init.zeros_(self.classifier.bias)
 
     def forward(self, clips: torch.Tensor):
-        """clips [B, T, 3, H, W] → image frame feats [B·T, D], video frame feats [B, T, D], video
-        feats [B, D] and logits for both (TKP trains the image net on the clip's own frames)."""
+        """clips [B, T, 3, H, W] → image frame feats [B·T, D] (and their GAP before the neck), video
+        frame feats [B, T, D], video feats [B, D] and logits for both (TKP trains the image net on
+        the clip's own frames)."""
         b, t = clips.shape[:2]
-        img = self.image_net(clips.reshape(b * t, *clips.shape[2:]))
+        img_pooled = self.image_net.pooled(clips.reshape(b * t, *clips.shape[2:]))
+        img = self.image_net.neck(img_pooled)
         vid_frames = self.video_net.frame_features(clips)
         vid = vid_frames.mean(dim=1)
-        return {"img": img, "vid_frames": vid_frames, "vid": vid,
+        return {"img": img, "img_pooled": img_pooled, "vid_frames": vid_frames, "vid": vid,
                 "img_logits": self.classifier(img), "vid_logits": self.classifier(vid)}
 
 
@@ -198,12 +204,60 @@ def _neck(kind: str, backbone: Backbone) -> tuple[nn.Module, int]:
 
 def build_model(cfg: ModelConfig) -> nn.Module:
     if cfg.arch == "baseline":
-        return ImageNet(cfg, with_ia=False)
-    if cfg.arch == "ianet":
-        return ImageNet(cfg, with_ia=True)
-    if cfg.arch == "tkp":
-        return TKP(cfg)
-    raise ValueError(f"unknown arch {cfg.arch!r}; use baseline, ianet or tkp")
+        model: nn.Module = ImageNet(cfg, with_ia=False)
+    elif cfg.arch == "ianet":
+        model = ImageNet(cfg, with_ia=True)
+    elif cfg.arch == "tkp":
+        model = TKP(cfg)
+    else:
+        raise ValueError(f"unknown arch {cfg.arch!r}; use baseline, ianet or tkp")
+    if cfg.init_from:
+        init_from_trained(model, cfg.init_from)
+    return model
+
+
+def trained_image_state(source: str | Path) -> dict[str, torch.Tensor]:
+    """An image net's weights (backbone + neck, no classifier) from a reid training checkpoint or
+    an exported model directory / ``image.onnx`` (its initialisers keep the module names)."""
+    path = Path(source)
+    if path.is_dir():
+        path = path / "image.onnx"
+    if not path.is_file():
+        raise FileNotFoundError(f"model.init_from: {source} not found (a training checkpoint or a model directory)")
+    if path.suffix == ".onnx":
+        import onnx
+        from onnx import numpy_helper
+
+        graph = onnx.load(str(path)).graph
+        state = {t.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(t).copy())
+                 for t in graph.initializer if t.name.startswith("net.")}
+        if not state:
+            raise ValueError(f"model.init_from: {path} is not a reid export (no net.* weights)")
+        return state
+    _, _, ckpt = load_checkpoint(str(path))
+    prefix = "image_net." if ckpt["model_config"].get("arch") == "tkp" else ""
+    return {k.removeprefix(prefix): v for k, v in ckpt["model"].items()
+            if k.startswith(prefix) and not k.removeprefix(prefix).startswith("classifier.")}
+
+
+def init_from_trained(model: nn.Module, source: str | Path) -> None:
+    """Load a trained image net into ``model``'s image branch, and for TKP into its video net too
+    (block by block, skipping the non-local blocks, which start as identities): TKP then starts
+    from the best image model instead of ImageNet (issue 10)."""
+    image = image_branch(model)
+    missing, unexpected = image.load_state_dict(trained_image_state(source), strict=False)
+    missing = [k for k in missing if not k.startswith("classifier.") and not k.endswith("num_batches_tracked")]
+    if missing or unexpected:
+        raise ValueError(f"model.init_from: {source} does not fit this model: missing {missing[:5]}, "
+                         f"unexpected {unexpected[:5]}")
+    video = video_branch(model)
+    if video is None:
+        return
+    for name, stage in image.backbone.stages.items():
+        own = [b for b in video.backbone.stages[name] if not getattr(b, "_inserted", False)]
+        for src, dst in zip(stage, own, strict=True):
+            dst.load_state_dict(src.state_dict())
+    video.neck.load_state_dict(image.neck.state_dict())
 
 
 def image_branch(model: nn.Module) -> ImageNet:
@@ -239,7 +293,7 @@ def load_checkpoint(path: str, map_location: str = "cpu") -> tuple[nn.Module, Mo
         raise ValueError(f"{path} is not a PyTorch checkpoint ({type(exc).__name__}: {exc})") from exc
     if not isinstance(ckpt, dict) or "model_config" not in ckpt:
         raise ValueError(f"{path} is not a reid checkpoint (no model_config)")
-    cfg = ModelConfig.from_dict({**ckpt["model_config"], "pretrained": None})
+    cfg = ModelConfig.from_dict({**ckpt["model_config"], "pretrained": None, "init_from": None})
     model = build_model(cfg)
     try:
         model.load_state_dict(ckpt["model"])

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import yaml
 
+from reid.models.backbones import shared_dir
 from reid.models.networks import ModelConfig
 from reid.training.transforms import AugmentConfig
 
@@ -15,8 +16,8 @@ from reid.training.transforms import AugmentConfig
 def resolve_path(value: str) -> str:
     """Environment variables expanded; ``${REID_SHARED}`` defaults to ``../shared`` and
     ``${REID_DATASETS}`` (public benchmarks unpacked by ``bench/datasets.py``) to ``../datasets``."""
-    beside = Path(__file__).resolve().parents[2]
-    for var, default in (("REID_SHARED", beside / "shared"), ("REID_DATASETS", beside / "datasets")):
+    beside_checkout = Path(__file__).resolve().parents[3]
+    for var, default in (("REID_SHARED", shared_dir()), ("REID_DATASETS", beside_checkout / "datasets")):
         value = value.replace("${" + var + "}", os.environ.get(var, str(default)))
     return os.path.expandvars(value)
 

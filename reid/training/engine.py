@@ -60,8 +60,6 @@ class Trainer:
         torch.set_flush_denormal(True)
         seed_everything(cfg.seed)
         data = cfg.data
-        if cfg.loss.retain_weight and cfg.model.arch == "tkp":
-            raise ValueError("loss.retain_weight applies to image nets (arch baseline/ianet), not tkp")
         sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
         self.split = sources[0]
         self.eval_split = load_split(resolve_path(data.eval.root), data.eval.format) if data.eval else sources[0]
@@ -72,6 +70,8 @@ class Trainer:
         cfg.model.num_classes = len({s.pid for s in train})
         self.trained_on = " + ".join(f"{src.format} train ({len(split.train)} items)"
                                      for src, split in zip(data.train, sources, strict=True))
+        if cfg.model.init_from:
+            cfg.model.init_from = resolve_path(cfg.model.init_from)
         self.model = build_model(cfg.model).to(self.device)
         self.is_tkp = isinstance(self.model, TKP)
         spec = cfg.model.preprocess
@@ -88,10 +88,10 @@ class Trainer:
                                  sampler=self.sampler, drop_last=True, num_workers=0)
         self.optimizer = torch.optim.Adam(_param_groups(self.model, cfg.optim.backbone_lr_scale),
                                           lr=cfg.optim.lr, weight_decay=cfg.optim.weight_decay)
-        # the initial (pretrained) net, frozen, for the retention loss; built before any resume
+        # the initial (pretrained) image net, frozen, for the retention loss; built before any resume
         self.initial = None
         if cfg.loss.retain_weight:
-            self.initial = copy.deepcopy(self.model).eval().requires_grad_(False)
+            self.initial = copy.deepcopy(image_branch(self.model)).eval().requires_grad_(False)
         self.teacher, self.teacher_size = self._teacher(cfg)
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
@@ -159,9 +159,7 @@ class Trainer:
                       "triplet": lc.triplet_weight * batch_hard_triplet(
                           feat, pids, margin=lc.triplet_margin, metric=lc.triplet_metric)}
             if self.initial is not None:
-                with torch.no_grad():
-                    before = self.initial.pooled(x)
-                losses["retain"] = lc.retain_weight * (1 - F.cosine_similarity(pooled, before, dim=1)).mean()
+                losses["retain"] = self._retain(x, pooled)
             if self.teacher is not None:
                 losses["distill"] = lc.distill_weight * self._distill(x, feat)
             return losses
@@ -176,7 +174,16 @@ class Trainer:
             losses[k] = lc.triplet_weight * v
         losses["tkp_f"] = lc.tkp_feature_weight * tkp_feature_loss(out["img"], vid_frames)
         losses["tkp_d"] = lc.tkp_distance_weight * tkp_distance_loss(out["img"], vid_frames, lc.tkp_distance_norm)
+        if self.initial is not None:
+            losses["retain"] = self._retain(x.reshape(-1, *x.shape[2:]), out["img_pooled"])
         return losses
+
+    def _retain(self, x: torch.Tensor, pooled: torch.Tensor) -> torch.Tensor:
+        """Learning without forgetting: weight × (1 − cos) between the image net's pooled feature
+        and the frozen initial net's on the same crops."""
+        with torch.no_grad():
+            before = self.initial.pooled(x)
+        return self.cfg.loss.retain_weight * (1 - F.cosine_similarity(pooled, before, dim=1)).mean()
 
     def _distill(self, x: torch.Tensor, feat: torch.Tensor) -> torch.Tensor:
         """Mean squared difference of the batch's cosine-similarity matrices, student vs teacher

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import math
 import random
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 
 import cv2
 import numpy as np
@@ -158,13 +158,16 @@ def sample_clip(n: int, seq_len: int, stride: int, rng: random.Random) -> list[i
 
 
 class ClipTrainSet(Dataset):
-    """Clips of ``seq_len`` frames from tracklets, one flip decision per clip, no erasing (TKP)."""
+    """Clips of ``seq_len`` frames from tracklets, no erasing (TKP). Flip and the photometric
+    changes (colour, grayscale, resolution) are decided once per clip: a camera changes a whole
+    tracklet's colours at once, and the video net should see frames that still look alike."""
 
     def __init__(self, tracks: list[Tracklet], spec: PreprocessSpec, aug: AugmentConfig, seq_len: int = 4,
                  stride: int = 8, seed: int = 1):
         self.tracks, self.spec, self.seq_len, self.stride = tracks, spec, seq_len, stride
         self.images = load_resized([p for t in tracks for p in t.paths], spec)
-        self.aug = Augmenter(AugmentConfig(flip=aug.flip, pad=aug.pad, erasing=0.0), spec)
+        self.aug = Augmenter(replace(aug, erasing=0.0, patch=0.0), spec)
+        self.photometric = bool(aug.color_jitter or aug.grayscale or aug.downscale)
         self.rng = random.Random(seed)
 
     def __len__(self) -> int:
@@ -173,7 +176,11 @@ class ClipTrainSet(Dataset):
     def __getitem__(self, i: int):
         t = self.tracks[i]
         flip = self.aug.cfg.flip and self.rng.random() < 0.5
-        frames = [normalize(np.ascontiguousarray(self.aug.geometric(self.images[t.paths[j]], self.rng, flip)),
-                            self.spec)
-                  for j in sample_clip(len(t.paths), self.seq_len, self.stride, self.rng)]
+        clip_seed = self.rng.random() if self.photometric else 0.0
+        frames = []
+        for j in sample_clip(len(t.paths), self.seq_len, self.stride, self.rng):
+            img = self.aug.geometric(self.images[t.paths[j]], self.rng, flip)
+            if self.photometric:
+                img = self.aug.photometric(img, random.Random(clip_seed))  # the same draws for every frame
+            frames.append(normalize(np.ascontiguousarray(img), self.spec))
         return torch.from_numpy(np.stack(frames)), t.pid
