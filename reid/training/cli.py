@@ -178,6 +178,40 @@ def register(app: typer.Typer) -> None:
         typer.echo(json.dumps(metrics))
 
     @app.command()
+    def adapt(out: Path = typer.Option(..., "--out", help="directory for the adapted model (image.onnx)"),
+              data_dir: Path = typer.Option(None, help="the gallery's data directory (REID_DATA_DIR)"),
+              model: Path = typer.Option(None, help="model directory to start from (REID_MODEL: the shipped one)"),
+              epochs: int = typer.Option(2, min=1, help="passes over the gallery's tracklets"),
+              run_dir: Path = typer.Option(Path("runs/adapt"), help="training run directory (checkpoints, log)"),
+              resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --run-dir"),
+              version: str = typer.Option(None, help="version recorded in the new model (default: <old>+adapted)"),
+              ) -> None:
+        """Fine-tune the model on the gallery's own tracklets, without labels (reid/training/adapt.py);
+        then `reid reindex --model OUT` switches the gallery to the new model."""
+        from reid.models.export import export_model
+        from reid.models.preprocess import read_onnx_metadata
+        from reid.service.commands.common import settings_from
+        from reid.training.adapt import adapt_config, write_manifest
+        from reid.training.engine import Trainer
+
+        settings = settings_from(model=model, data_dir=data_dir)
+        model, data_dir = Path(settings.model), Path(settings.data_dir)
+        if not (model / "image.onnx").is_file():
+            raise typer.BadParameter(f"{model} is not a model directory (no image.onnx)")
+        manifest = _built(lambda: write_manifest(data_dir, run_dir / "gallery"))
+        typer.echo(f"{manifest.tracklets} tracklets ({manifest.crops} crops) from {manifest.cameras} camera(s)")
+        trainer = _built(lambda: Trainer(adapt_config(model, manifest, run_dir, epochs)))
+        trainer.run(resume=resume)
+        meta = read_onnx_metadata(str(model / "image.onnx"))
+        trained_on = (f"{meta.get('reid.trained_on', 'unknown')}; adapted on {manifest.tracklets} unlabelled "
+                      f"tracklets of {manifest.cameras} camera(s)")
+        paths = export_model(trainer.model.eval(), trainer.cfg.model, out, trained_on=trained_on,
+                             version=version or f"{meta.get('reid.version', '0')}+adapted")
+        for p in paths:
+            typer.echo(str(p))
+        typer.echo(f"next: reid reindex --model {out} --data-dir {data_dir}")
+
+    @app.command()
     def export(checkpoint: Path = typer.Argument(..., help="training checkpoint (.pt)"),
                out: Path = typer.Option(..., "--out", help="output directory for image.onnx (+ video.onnx)"),
                version: str = typer.Option("0", help="model version recorded in the metadata")) -> None:

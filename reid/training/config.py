@@ -80,6 +80,9 @@ class LossConfig:
     # needed between widths or input sizes); ``distill_from`` = the teacher's training checkpoint
     distill_weight: float = 0.0
     distill_from: str | None = None
+    # each identity's softmax over its own camera's identities only (reid adapt: tracklets of one
+    # camera are different people, tracklets of two cameras may be one); needs one camera per id
+    per_camera_ids: bool = False
     # TKP
     tkp_feature_weight: float = 1.0
     tkp_distance_weight: float = 1.0

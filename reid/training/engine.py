@@ -60,6 +60,8 @@ class Trainer:
         torch.set_flush_denormal(True)
         seed_everything(cfg.seed)
         data = cfg.data
+        if cfg.loss.per_camera_ids and cfg.model.arch == "tkp":
+            raise ValueError("loss.per_camera_ids applies to image nets (arch baseline/ianet), not tkp")
         sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
         self.split = sources[0]
         self.eval_split = load_split(resolve_path(data.eval.root), data.eval.format) if data.eval else sources[0]
@@ -68,6 +70,7 @@ class Trainer:
             raise DatasetError(f"no training images found in {', '.join(empty)}")
         train = combine_train(sources)
         cfg.model.num_classes = len({s.pid for s in train})
+        self.same_camera = _same_camera(train, cfg.model.num_classes) if cfg.loss.per_camera_ids else None
         self.trained_on = " + ".join(f"{src.format} train ({len(split.train)} items)"
                                      for src, split in zip(data.train, sources, strict=True))
         if cfg.model.init_from:
@@ -155,7 +158,8 @@ class Trainer:
         lc = self.cfg.loss
         if not self.is_tkp:
             logits, feat, pooled = self.model(x, with_pooled=True)
-            losses = {"ce": label_smoothed_ce(logits, pids, lc.ce_epsilon),
+            allowed = self.same_camera.to(pids.device)[pids] if self.same_camera is not None else None
+            losses = {"ce": label_smoothed_ce(logits, pids, lc.ce_epsilon, allowed),
                       "triplet": lc.triplet_weight * batch_hard_triplet(
                           feat, pids, margin=lc.triplet_margin, metric=lc.triplet_metric)}
             if self.initial is not None:
@@ -280,6 +284,17 @@ class Trainer:
         if writer:
             writer.close()
         return self.checkpoint_path()
+
+
+def _same_camera(train: list, num_classes: int) -> torch.Tensor:
+    """[classes, classes] bool: True where two identities belong to one camera."""
+    camera_of: dict[int, int] = {}
+    for s in train:
+        if camera_of.setdefault(s.pid, s.camid) != s.camid:
+            raise ValueError(f"loss.per_camera_ids needs every identity in one camera; id {s.pid} is in "
+                             f"cameras {camera_of[s.pid]} and {s.camid}")
+    cams = torch.tensor([camera_of[p] for p in range(num_classes)])
+    return cams[:, None] == cams[None, :]
 
 
 def _param_groups(model: torch.nn.Module, backbone_scale: float) -> list[dict]:

@@ -8,11 +8,19 @@ import torch
 import torch.nn.functional as F
 
 
-def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1) -> torch.Tensor:
-    """CE against (1−ε)·onehot + ε/K, batch mean."""
-    log_p = F.log_softmax(logits, dim=1)
-    k = logits.shape[1]
-    smooth = torch.full_like(log_p, epsilon / k)
+def label_smoothed_ce(logits: torch.Tensor, targets: torch.Tensor, epsilon: float = 0.1,
+                      allowed: torch.Tensor | None = None) -> torch.Tensor:
+    """CE against (1−ε)·onehot + ε/K, batch mean. ``allowed`` [B, classes] (bool) limits each
+    row's softmax and smoothing to its K allowed classes (the per-camera softmax of ``reid adapt``)."""
+    if allowed is None:
+        log_p = F.log_softmax(logits, dim=1)
+        k = logits.shape[1]
+        smooth = torch.full_like(log_p, epsilon / k)
+        smooth.scatter_(1, targets[:, None], 1 - epsilon + epsilon / k)
+        return -(smooth * log_p).sum(dim=1).mean()
+    log_p = F.log_softmax(logits.masked_fill(~allowed, float("-inf")), dim=1).masked_fill(~allowed, 0.0)
+    k = allowed.sum(dim=1, keepdim=True).to(log_p.dtype)
+    smooth = allowed.to(log_p.dtype) * (epsilon / k)
     smooth.scatter_(1, targets[:, None], 1 - epsilon + epsilon / k)
     return -(smooth * log_p).sum(dim=1).mean()
 
