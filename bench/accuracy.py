@@ -85,7 +85,10 @@ ABLATION = {
         "osnet-cm2duke-192-distill": "input 192×96 + distillation (weight 10)"},
     "TKP: the dev model's image net taught by a video net (I2V / V2V: tracklets embedded by video.onnx)": {
         "osnet-cm2duke-retain-4ep": "baseline: the dev image model (tracklets: mean of frame embeddings)",
-        "tkp-cm2duke": "TKP from the dev model, 2 epochs on CUHK03 + Market pseudo-tracklets, retention on"},
+        "tkp-cm2duke-euclid-1ep": "TKP as the paper (propagation between raw features), stopped after 1 of 2 "
+                                  "epochs: it drifted (retention term 0.38, CE above chance)",
+        "tkp-cm2duke": "TKP from the dev model, propagation between unit vectors (cosine net), 2 epochs, "
+                       "retention on"},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -144,6 +147,11 @@ MODELS = {
     "tkp-cm2duke": ModelRow("TKP from the dev model (image net + non-local video net) on CUHK03 + Market (dev run)",
                             "runs/tkp_osnet_cm2duke/export", "bench/training_logs/tkp_osnet_cm2duke.csv",
                             "reid train configs/tkp_osnet_cm2duke.yaml", ("cuhk03", "market")),
+    "tkp-cm2duke-euclid-1ep": ModelRow("TKP from the dev model, raw-feature propagation, 1 epoch (dev run, stopped)",
+                                       "runs/tkp_osnet_cm2duke_euclid_1ep/export",
+                                       "bench/training_logs/tkp_osnet_cm2duke_euclid_1ep.csv",
+                                       "git checkout 5553ae6 && reid train configs/tkp_osnet_cm2duke.yaml (stopped after epoch 1)",
+                                       ("cuhk03", "market")),
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),

@@ -82,6 +82,11 @@ def test_tkp_trains_with_retention_from_the_image_model(trained, tmp_path: Path)
     # the frozen initial image net is the one loaded: nothing to retain yet
     assert losses["retain"].item() == pytest.approx(0.0, abs=1e-5)
     assert {"ce_vid", "ce_img", "tkp_f", "tkp_d", "i2v"} <= set(losses)
+    # a cosine-metric net propagates between unit vectors: squared distances are at most 4
+    assert 0 <= losses["tkp_f"].item() <= 4 * cfg.loss.tkp_feature_weight
+    trainer.cfg.loss.triplet_metric = "euclidean"  # the paper's raw features: another scale
+    assert trainer.losses(x, pids)["tkp_f"].item() != pytest.approx(losses["tkp_f"].item(), rel=1e-3)
+    trainer.cfg.loss.triplet_metric = "cosine"
     trainer.run()
     # the trained pair exports as image.onnx + video.onnx, and the video model embeds clips in ORT
     from reid.training.evaluate import OnnxEmbedder

@@ -176,8 +176,13 @@ class Trainer:
         for k, v in tkp_triplets(out["img"], frame_pids, out["vid"], pids, lc.triplet_margin,
                                  lc.triplet_metric).items():
             losses[k] = lc.triplet_weight * v
-        losses["tkp_f"] = lc.tkp_feature_weight * tkp_feature_loss(out["img"], vid_frames)
-        losses["tkp_d"] = lc.tkp_distance_weight * tkp_distance_loss(out["img"], vid_frames, lc.tkp_distance_norm)
+        # propagation in the embedding's own geometry: raw features for a Euclidean net (the paper),
+        # unit vectors for a cosine one — raw 512-d distances dwarfed every other loss and pulled
+        # the image net away from its start (bench/accuracy.md, TKP ablation)
+        img, vid_frames = ((F.normalize(out["img"], dim=1), F.normalize(vid_frames, dim=1))
+                           if lc.triplet_metric == "cosine" else (out["img"], vid_frames))
+        losses["tkp_f"] = lc.tkp_feature_weight * tkp_feature_loss(img, vid_frames)
+        losses["tkp_d"] = lc.tkp_distance_weight * tkp_distance_loss(img, vid_frames, lc.tkp_distance_norm)
         if self.initial is not None:
             losses["retain"] = self._retain(x.reshape(-1, *x.shape[2:]), out["img_pooled"])
         return losses
