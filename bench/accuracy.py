@@ -150,7 +150,8 @@ MODELS = {
     "tkp-cm2duke-euclid-1ep": ModelRow("TKP from the dev model, raw-feature propagation, 1 epoch (dev run, stopped)",
                                        "runs/tkp_osnet_cm2duke_euclid_1ep/export",
                                        "bench/training_logs/tkp_osnet_cm2duke_euclid_1ep.csv",
-                                       "git checkout 5553ae6 && reid train configs/tkp_osnet_cm2duke.yaml (stopped after epoch 1)",
+                                       "git checkout 5553ae6 && reid train configs/tkp_osnet_cm2duke.yaml "
+                                       "(stopped after epoch 1)",
                                        ("cuhk03", "market")),
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
