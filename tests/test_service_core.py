@@ -390,8 +390,8 @@ def test_settings_sections_are_the_configs_they_feed(monkeypatch) -> None:
     assert (cfg.detector.name, cfg.detector.min_height) == ("hog", 30)
     assert (cfg.tracklets.embed_frames, cfg.track_max_age_s) == (5, 2.5)
     assert (s.index.nprobe, s.milvus.index, s.job.lease_s) == (7, "HNSW", 9.0)
-    assert set(s.detector.model_fields) <= {f.name for f in fields(DetectorConfig)}
-    assert set(s.tracklet.model_fields) - {"pooling"} <= {f.name for f in fields(TrackletConfig)}
+    assert set(type(s.detector).model_fields) <= {f.name for f in fields(DetectorConfig)}
+    assert set(type(s.tracklet).model_fields) - {"pooling"} <= {f.name for f in fields(TrackletConfig)}
 
 
 def test_a_renamed_setting_is_refused_with_its_new_name(monkeypatch, tmp_path) -> None:
