@@ -83,7 +83,7 @@ ABLATION = {
         "osnet-cm2duke-128-distill": "input 128×64 + distillation from the 256×128 dev model (weight 10)",
         "osnet-cm2duke-192": "input 192×96 (same recipe)",
         "osnet-cm2duke-192-distill": "input 192×96 + distillation (weight 10)"},
-    "TKP: the dev model's image net taught by a video net (I2V / V2V: tracklets embedded by video.onnx)": {
+    "TKP: the dev model's image net taught by a video net (I2V: tracklets embedded by video.onnx)": {
         "osnet-cm2duke-retain-4ep": "baseline: the dev image model (tracklets: mean of frame embeddings)",
         "tkp-cm2duke-euclid-1ep": "TKP as the paper (propagation between raw features), stopped after 1 of 2 "
                                   "epochs: it drifted (retention term 0.38, CE above chance)",
