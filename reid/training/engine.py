@@ -70,7 +70,8 @@ class Trainer:
             raise DatasetError(f"no training images found in {', '.join(empty)}")
         train = combine_train(sources)
         cfg.model.num_classes = len({s.pid for s in train})
-        self.same_camera = _same_camera(train, cfg.model.num_classes) if cfg.loss.per_camera_ids else None
+        self.same_camera = (_same_camera(train, cfg.model.num_classes).to(self.device) if cfg.loss.per_camera_ids
+                            else None)
         self.trained_on = " + ".join(f"{src.format} train ({len(split.train)} items)"
                                      for src, split in zip(data.train, sources, strict=True))
         if cfg.model.init_from:
@@ -158,7 +159,7 @@ class Trainer:
         lc = self.cfg.loss
         if not self.is_tkp:
             logits, feat, pooled = self.model(x, with_pooled=True)
-            allowed = self.same_camera.to(pids.device)[pids] if self.same_camera is not None else None
+            allowed = self.same_camera[pids] if self.same_camera is not None else None
             losses = {"ce": label_smoothed_ce(logits, pids, lc.ce_epsilon, allowed),
                       "triplet": lc.triplet_weight * batch_hard_triplet(
                           feat, pids, margin=lc.triplet_margin, metric=lc.triplet_metric)}
