@@ -17,6 +17,10 @@ from datetime import datetime, timezone
 from pathlib import Path
 
 REPO = Path(__file__).resolve().parents[1]
+#: development data and weights, and the public benchmarks `bench/datasets.py` unpacks: beside the
+#: checkout unless REID_SHARED / REID_DATASETS say otherwise (as reid.models.backbones.shared_dir)
+SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
+DATASETS = Path(os.environ.get("REID_DATASETS", REPO.parent / "datasets"))
 
 
 def hardware() -> str:

@@ -29,10 +29,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import reid_eval, write_report  # noqa: E402
+from _common import DATASETS, SHARED, reid_eval, write_report  # noqa: E402
 
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
-DATASETS = Path(os.environ.get("REID_DATASETS", REPO.parent / "datasets"))
 OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
 OSNET_FLAGS = ["--height", "256", "--width", "128", "--color", "RGB", "--scale", str(1 / 255)]
 RESULTS = REPO / "bench" / "accuracy.json"
@@ -64,6 +62,8 @@ SETS = {
 }
 #: never used for any choice (model card): the honest estimate of accuracy on new cameras
 HELD_OUT = ("partial_reid", "partial_ilids")
+#: `reid blend` weights tried on the dev model (its ablation group below)
+BLEND_WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.85)
 #: the ablation tables: one change at a time against each group's first row, all trained without
 #: Duke and judged on Duke (cameras none of them trained on) — the set recipe choices are made on
 ABLATION = {
@@ -89,6 +89,11 @@ ABLATION = {
                                   "epochs: it drifted (retention term 0.38, CE above chance)",
         "tkp-cm2duke": "TKP from the dev model, propagation between unit vectors (cosine net), retention on; "
                        "epoch 1 of 2 (the second: `--resume`)"},
+    "Blending the dev model's weights with its MSMT17 start (`reid blend`, WiSE-FT; weight 1 = the dev model, "
+    "0 = the MSMT17 model)": {
+        "osnet-cm2duke-retain-4ep": "baseline: the dev model (weight 1)",
+        **{f"blend{w:g}": f"weight {w:g}" for w in BLEND_WEIGHTS},
+        "osnet": "weight 0: the MSMT17 model as it is"},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -122,9 +127,21 @@ def _osnet_dev_run(config: str, what: str) -> ModelRow:
                     f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", ("cuhk03", "market"))
 
 
+def _blend_row(weight: float) -> ModelRow:
+    """The dev model blended with its MSMT17 start (reid blend, WiSE-FT)."""
+    return ModelRow(f"dev model blended with its MSMT17 start, weight {weight:g} (dev run)",
+                    f"runs/osnet_cm2duke_blend{weight:g}", "bench/training_logs/osnet_cm2duke_retain_4ep.csv",
+                    f"reid blend runs/osnet_cm2duke_retain_4ep/last.pt --start msmt17 --weight {weight:g} "
+                    f"--out runs/osnet_cm2duke_blend{weight:g}", ("cuhk03", "market"))
+
+
 MODELS = {
-    "v3.1": ModelRow("v3.1 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 4 epochs (shipped default)",
+    "v3.2": ModelRow("v3.2 = v3.1 blended 0.7 with its MSMT17 start (shipped default)",
                      "reid/models/default", "reid/models/default/training_log.csv",
+                     "reid train configs/osnet_multi_4ep.yaml; reid export …; reid blend … --start msmt17 "
+                     "--weight 0.7 (reid/models/default/MODEL_CARD.md)", ("cuhk03", "market", "duke")),
+    "v3.1": ModelRow("v3.1 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 4 epochs (previous default)",
+                     "runs/default-v3.1", "reid/models/default/training_log.csv",
                      "reid train configs/osnet_multi_4ep.yaml", ("cuhk03", "market", "duke")),
     "v3": ModelRow("v3.0 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 2 epochs (previous default)",
                    "runs/default-v3.0", "bench/training_logs/osnet_multi.csv",
@@ -153,6 +170,7 @@ MODELS = {
                                        "git checkout 5553ae6 && reid train configs/tkp_osnet_cm2duke.yaml "
                                        "(stopped after epoch 1)",
                                        ("cuhk03", "market")),
+    **{f"blend{w:g}": _blend_row(w) for w in BLEND_WEIGHTS},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),

@@ -27,10 +27,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, reid_eval, write_report  # noqa: E402
+from _common import DATASETS, SHARED, hardware, reid_eval, write_report  # noqa: E402
 
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
-DATASETS = Path(os.environ.get("REID_DATASETS", REPO.parent / "datasets"))
 DEV_MODEL = REPO / "runs" / "osnet_cm2duke_retain_4ep" / "export"
 WORK = REPO / "runs" / "adapt_duke"
 #: (label, root, format): the target cameras first, then cameras neither model trained on nor adapted to

@@ -26,9 +26,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, write_report  # noqa: E402
-
-SHARED = REPO.parent / "shared"
+from _common import SHARED, hardware, write_report  # noqa: E402
 
 
 def fill_store(data_dir: Path, model_id: str, dim: int, map_shape: tuple[int, ...], n: int) -> None:

@@ -22,7 +22,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import os
 import subprocess
 import sys
 import tarfile
@@ -30,9 +29,7 @@ import tempfile
 import zipfile
 from pathlib import Path
 
-REPO = Path(__file__).resolve().parents[1]
-DATASETS = Path(os.environ.get("REID_DATASETS", REPO.parent / "datasets"))
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
+from _common import DATASETS, SHARED  # bench/ is on sys.path when run as a script
 
 ISP = ("https://github.com/mononokehime14/ISP-reID.git", "cf036bafc35441af2b233402bb473b104d42729d")
 OCCLUDED = ("https://github.com/lightas/ICCV19_Pose_Guided_Occluded_Person_ReID.git",

@@ -25,11 +25,11 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, reid_eval, write_report  # noqa: E402
+from _common import SHARED, hardware, reid_eval, write_report  # noqa: E402
 
 
 def images(n: int) -> list[np.ndarray]:
-    shared = REPO.parent / "shared" / "data" / "cuhk03" / "val"
+    shared = SHARED / "data" / "cuhk03" / "val"
     paths = sorted(shared.glob("*.jpg"))[:n]
     if paths:
         import cv2
@@ -44,7 +44,7 @@ def images(n: int) -> list[np.ndarray]:
 
 def accuracy(model: Path, threads: int) -> dict:
     """`reid eval` on CUHK03 val (image → image); empty when ../shared is not there."""
-    data = REPO.parent / "shared" / "data" / "cuhk03"
+    data = SHARED / "data" / "cuhk03"
     if not data.is_dir():
         return {}
     return reid_eval("--model", str(model), "--data", str(data), "--threads", str(threads))
@@ -155,7 +155,7 @@ def main() -> None:
     runners[int8_name] = (ort_runner(ort_session(int8_path, args.threads, "all"))[0], note)
 
     # the third-party peer users would otherwise download, at its own 256×128 input
-    osnet_path = REPO.parent / "shared" / "weights" / "osnet_x0_25_msmt17.onnx"
+    osnet_path = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
     osnet_name = "OSNet-x0.25 (third-party peer, its 256×128 input, FP32), optimisation = all"
     if osnet_path.is_file():
         ox = preprocess(imgs, PreprocessSpec(height=256, width=128))

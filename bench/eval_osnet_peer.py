@@ -16,9 +16,8 @@ from pathlib import Path
 REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 
-from bench._common import hardware  # noqa: E402
+from bench._common import SHARED, hardware  # noqa: E402
 
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 OSNET = SHARED / "weights" / "osnet_x0_25_msmt17.onnx"
 DATA = SHARED / "data" / "cuhk03" / "val"
 FLAGS = ["--height", "256", "--width", "128", "--color", "RGB", "--scale", "0.00392156862745098",

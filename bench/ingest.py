@@ -29,7 +29,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, write_report  # noqa: E402
+from _common import SHARED, hardware, write_report  # noqa: E402
 
 from reid.ingest.decode import Footage  # noqa: E402
 from reid.ingest.detect import DetectorConfig, make_detector  # noqa: E402
@@ -38,7 +38,6 @@ from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage  # 
 from reid.ingest.track import TrackerConfig, iou_matrix  # noqa: E402
 from reid.ingest.tracklets import TrackletConfig  # noqa: E402
 
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
 MOT = SHARED / "data/footage/mot17_mini/train"
 INTEL = SHARED / "data/footage/intel/one-by-one-person-detection.mp4"
 PRW = SHARED / "data/footage/prw"

@@ -31,10 +31,8 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import reid_eval, write_report  # noqa: E402
+from _common import DATASETS, SHARED, reid_eval, write_report  # noqa: E402
 
-SHARED = Path(os.environ.get("REID_SHARED", REPO.parent / "shared"))
-DATASETS = Path(os.environ.get("REID_DATASETS", REPO.parent / "datasets"))
 OCCLUDERS = ("grey block", "other person", "lower half", "upper half")
 
 

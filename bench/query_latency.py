@@ -24,7 +24,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, running_server, write_report  # noqa: E402
+from _common import SHARED, hardware, running_server, write_report  # noqa: E402
 
 DIM, LATENT, PER_ID = 1280, 64, 4
 
@@ -218,7 +218,7 @@ def real_embeddings(threads: int, search_threads: int) -> list[dict]:
     from reid.service.embedder import Embedder
     from reid.service.settings import Settings
 
-    root = REPO.parent / "shared" / "data" / "cuhk03"
+    root = SHARED / "data" / "cuhk03"
     paths = sorted(root.glob("*/*.jpg"))
     if not paths:
         return []
@@ -263,7 +263,7 @@ def populate(data_dir: Path, n: int) -> None:
 def end_to_end(sizes: list[int], nq: int, threads: int) -> list[dict]:
     import httpx
 
-    img = sorted((REPO.parent / "shared" / "data" / "cuhk03" / "val").glob("*.jpg"))
+    img = sorted((SHARED / "data" / "cuhk03" / "val").glob("*.jpg"))
     payload = img[0].read_bytes() if img else None
     if payload is None:
         import cv2

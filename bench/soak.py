@@ -21,9 +21,9 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, running_server, write_report  # noqa: E402
+from _common import SHARED, hardware, running_server, write_report  # noqa: E402
 
-SHARED = REPO.parent / "shared" / "data" / "cuhk03"
+CUHK03 = SHARED / "data" / "cuhk03"
 
 
 def rss_mb(url: str) -> float:
@@ -84,9 +84,9 @@ def main() -> None:
     ap.add_argument("--clients", type=int, default=50)
     ap.add_argument("--seconds", type=float, default=120)
     args = ap.parse_args()
-    files = sorted((SHARED / "train").glob("*.jpg"))[:400]
+    files = sorted((CUHK03 / "train").glob("*.jpg"))[:400]
     if not files:
-        sys.exit(f"needs {SHARED}/train")
+        sys.exit(f"needs {CUHK03}/train")
     crops = [p.read_bytes() for p in files]
     with tempfile.TemporaryDirectory() as td, \
             running_server({"REID_DATA_DIR": str(Path(td) / "data"), "REID_LOG_LEVEL": "WARNING"}) as (url, _):

@@ -21,7 +21,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO))
 sys.path.insert(0, str(REPO / "bench"))
 
-from _common import hardware, running_server, write_report  # noqa: E402
+from _common import SHARED, hardware, running_server, write_report  # noqa: E402
 from query_latency import populate  # noqa: E402
 
 
@@ -68,7 +68,7 @@ def main() -> None:
     ap.add_argument("--seconds", type=float, default=10)
     ap.add_argument("--threads", type=int, default=2)
     args = ap.parse_args()
-    img = sorted((REPO.parent / "shared" / "data" / "cuhk03" / "val").glob("*.jpg"))
+    img = sorted((SHARED / "data" / "cuhk03" / "val").glob("*.jpg"))
     if img:
         payload = img[0].read_bytes()
     else:

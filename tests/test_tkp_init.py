@@ -14,6 +14,7 @@ from test_osnet import _ort, _osnet_config
 
 from reid.models.export import export_model
 from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model, init_from_trained
+from reid.training.config import DataConfig
 from reid.training.engine import Trainer
 
 
@@ -98,6 +99,24 @@ def test_tkp_trains_with_retention_from_the_image_model(trained, tmp_path: Path)
     clips = emb.embed_clips([frames, frames[:2]])
     assert emb.has_video and clips.shape == (2, trainer.model.video_net.embedding_dim)
     np.testing.assert_allclose(np.linalg.norm(clips, axis=1), 1.0, atol=1e-5)
+
+
+def test_tkp_keeps_the_classifier_of_a_run_on_the_same_data(trained, tmp_path: Path):
+    """Same training sets → same identity labels, so TKP starts from the image run's classifier;
+    other data → a fresh one (its labels would mean other people)."""
+    ckpt, _, image_cfg = trained
+    source = torch.load(ckpt, map_location="cpu", weights_only=False)
+    same = _osnet_config(tmp_path / "same", "tkp")
+    same.model = _tkp_config(image_cfg, ckpt)
+    same.data = DataConfig(**source["train_config"]["data"])
+    carried = Trainer(same)
+    assert carried.classifier_from == str(ckpt)
+    torch.testing.assert_close(carried.model.classifier.weight, source["model"]["classifier.weight"])
+    other = _osnet_config(tmp_path / "other", "tkp")  # the same layout, written to another folder
+    other.model = _tkp_config(image_cfg, ckpt)
+    fresh = Trainer(other)
+    assert fresh.classifier_from is None
+    assert not torch.allclose(fresh.model.classifier.weight, source["model"]["classifier.weight"])
 
 
 def test_a_clip_gets_one_photometric_change(tmp_path: Path):

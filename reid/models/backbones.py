@@ -39,9 +39,18 @@ class Backbone(nn.Module):
         return x
 
 
+#: the folder that holds the checkout: ``../shared`` and ``../datasets`` default to its children
+BESIDE_CHECKOUT = Path(__file__).resolve().parents[3]
+
+
 def shared_dir() -> Path:
     """Where development data and weights live (``REID_SHARED``, default ``../shared``)."""
-    return Path(os.environ.get("REID_SHARED", Path(__file__).resolve().parents[3] / "shared"))
+    return Path(os.environ.get("REID_SHARED", BESIDE_CHECKOUT / "shared"))
+
+
+def datasets_dir() -> Path:
+    """Where `bench/datasets.py` unpacks the public benchmarks (``REID_DATASETS``, default ``../datasets``)."""
+    return Path(os.environ.get("REID_DATASETS", BESIDE_CHECKOUT / "datasets"))
 
 
 def default_mobilenetv2_weights() -> Path:

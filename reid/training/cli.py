@@ -228,6 +228,40 @@ def register(app: typer.Typer) -> None:
             typer.echo(str(p))
 
     @app.command()
+    def blend(model: Path = typer.Argument(..., help="fine-tuned model: training checkpoint (.pt) or model directory"),
+              start: str = typer.Option(..., "--start", help="what it was fine-tuned from: a model directory or "
+                                        "checkpoint, or the config's `pretrained` value (msmt17, a weights file)"),
+              weight: float = typer.Option(..., "--weight", min=0.0, max=1.0,
+                                           help="share of the fine-tuned weights (1 = unchanged)"),
+              out: Path = typer.Option(..., "--out", help="output model directory (image.onnx)"),
+              version: str = typer.Option(None, help="version recorded in the new model (default: <old>+blend<w>)"),
+              ) -> None:
+        """Blend a fine-tuned model's weights with its start's (WiSE-FT; reid/models/blend.py): the same
+        network, more accurate on cameras neither saw (bench/blend.md)."""
+        from reid.models.blend import blend as blend_weights
+        from reid.models.export import export_model
+        from reid.models.preprocess import read_onnx_metadata
+
+        if not model.exists():
+            raise typer.BadParameter(f"model not found: {model}", param_hint="MODEL")
+        try:
+            net, cfg = blend_weights(model, start, weight)
+        except (ValueError, FileNotFoundError) as exc:
+            raise typer.BadParameter(str(exc)) from exc
+        if model.is_dir():
+            meta = read_onnx_metadata(str(model / "image.onnx"))
+            trained_on, old_version = meta.get("reid.trained_on", "unknown"), meta.get("reid.version", "0")
+        else:
+            import torch
+
+            ckpt = torch.load(model, map_location="cpu", weights_only=False)
+            trained_on, old_version = ckpt.get("trained_on", "unknown"), "0"
+        paths = export_model(net, cfg, out, trained_on=f"{trained_on}; blended {weight:g} with {start}",
+                             version=version or f"{old_version}+blend{weight:g}")
+        for p in paths:
+            typer.echo(str(p))
+
+    @app.command()
     def quantize(model: Path = typer.Argument(..., help="exported FP32 model directory (image.onnx)"),
                  images: list[Path] = typer.Option(..., "--images", help="folder of training crops for "
                                                    "calibration (never the evaluation split); repeat to mix "

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import yaml
 
-from reid.models.backbones import shared_dir
+from reid.models.backbones import datasets_dir, shared_dir
 from reid.models.networks import ModelConfig
 from reid.training.transforms import AugmentConfig
 
@@ -16,9 +16,8 @@ from reid.training.transforms import AugmentConfig
 def resolve_path(value: str) -> str:
     """Environment variables expanded; ``${REID_SHARED}`` defaults to ``../shared`` and
     ``${REID_DATASETS}`` (public benchmarks unpacked by ``bench/datasets.py``) to ``../datasets``."""
-    beside_checkout = Path(__file__).resolve().parents[3]
-    for var, default in (("REID_SHARED", shared_dir()), ("REID_DATASETS", beside_checkout / "datasets")):
-        value = value.replace("${" + var + "}", os.environ.get(var, str(default)))
+    for var, folder in (("REID_SHARED", shared_dir()), ("REID_DATASETS", datasets_dir())):
+        value = value.replace("${" + var + "}", str(folder))
     return os.path.expandvars(value)
 
 
