@@ -87,8 +87,9 @@ ABLATION = {
         "osnet-cm2duke-retain-4ep": "baseline: the dev image model (tracklets: mean of frame embeddings)",
         "tkp-cm2duke-euclid-1ep": "TKP as the paper (propagation between raw features), stopped after 1 of 2 "
                                   "epochs: it drifted (retention term 0.38, CE above chance)",
-        "tkp-cm2duke": "TKP from the dev model, propagation between unit vectors (cosine net), retention on; "
-                       "epoch 1 of 2 (the second: `--resume`)"},
+        "tkp-cm2duke-freshcls-1ep": "TKP from the dev model, propagation between unit vectors (cosine net), "
+                                    "retention on, a fresh classifier: stopped after epoch 1 of 2 (CE above chance)",
+        "tkp-cm2duke": "… starting from the dev run's classifier too (same data, same labels), 2 epochs"},
     "Blending the dev model's weights with its MSMT17 start (`reid blend`, WiSE-FT; weight 1 = the dev model, "
     "0 = the MSMT17 model)": {
         "osnet-cm2duke-retain-4ep": "baseline: the dev model (weight 1)",
@@ -164,6 +165,11 @@ MODELS = {
     "tkp-cm2duke": ModelRow("TKP from the dev model (image net + non-local video net) on CUHK03 + Market (dev run)",
                             "runs/tkp_osnet_cm2duke/export", "bench/training_logs/tkp_osnet_cm2duke.csv",
                             "reid train configs/tkp_osnet_cm2duke.yaml", ("cuhk03", "market")),
+    "tkp-cm2duke-freshcls-1ep": ModelRow("TKP from the dev model, fresh classifier, 1 epoch (dev run, stopped)",
+                                         "runs/tkp_osnet_cm2duke_freshcls_1ep/export",
+                                         "bench/training_logs/tkp_osnet_cm2duke_freshcls_1ep.csv",
+                                         "git checkout 5b7de82 && reid train configs/tkp_osnet_cm2duke.yaml "
+                                         "(stopped after epoch 1)", ("cuhk03", "market")),
     "tkp-cm2duke-euclid-1ep": ModelRow("TKP from the dev model, raw-feature propagation, 1 epoch (dev run, stopped)",
                                        "runs/tkp_osnet_cm2duke_euclid_1ep/export",
                                        "bench/training_logs/tkp_osnet_cm2duke_euclid_1ep.csv",

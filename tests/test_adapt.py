@@ -9,8 +9,10 @@ import shutil
 from pathlib import Path
 
 import numpy as np
+import onnx
 import pytest
 import torch
+from onnx import numpy_helper
 from test_osnet import _osnet_config
 from typer.testing import CliRunner
 
@@ -62,6 +64,12 @@ def model_dir(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return tmp / "export"
 
 
+def _weights(model: Path) -> dict[str, np.ndarray]:
+    graph = onnx.load(str(model / "image.onnx")).graph
+    return {t.name: numpy_helper.to_array(t) for t in graph.initializer
+            if t.name.startswith("net.") and t.data_type == onnx.TensorProto.FLOAT}
+
+
 def _gallery(data: Path, model: Path, tracklets: int) -> None:
     """A real gallery: ``tracklets`` tracklets of 2 crops over two cameras, and two single images."""
     s = Settings(model=model, data_dir=data, intra_op_threads=1)
@@ -92,7 +100,18 @@ def test_adapt_tunes_a_model_on_the_gallery_and_reindex_switches_to_it(model_dir
     assert len({r["pid"] for r in rows}) == 18 and {r["camid"] for r in rows} == {"0", "1"}
     meta = read_onnx_metadata(str(out / "image.onnx"))
     assert meta["reid.version"] == "1.0+adapted"
-    assert meta["reid.trained_on"].endswith("adapted on 18 unlabelled tracklets of 2 camera(s)")
+    assert meta["reid.trained_on"].endswith("adapted on 18 unlabelled tracklets of 2 camera(s), blended 0.5 "
+                                            "with the model it started from")
+    # the model written is halfway between the start and the adapted net (--blend 1: as trained)
+    res = CliRunner().invoke(app, ["adapt", "--model", str(model_dir), "--data-dir", str(data), "--out",
+                                   str(tmp_path / "as_trained"), "--epochs", "1", "--run-dir", str(run), "--resume",
+                                   "--blend", "1"])
+    assert res.exit_code == 0, res.output
+    start, trained, written = (_weights(d) for d in (model_dir, tmp_path / "as_trained", out))
+    moved = [k for k in written if not np.allclose(start[k], trained[k])]
+    assert moved
+    for k in moved:
+        np.testing.assert_allclose(written[k], 0.5 * start[k] + 0.5 * trained[k], rtol=1e-5, atol=1e-6)
     x = np.random.default_rng(1).integers(0, 255, (3, 96, 48, 3), dtype=np.uint8)
     before = Embedder(Settings(model=model_dir, data_dir=tmp_path / "p1", intra_op_threads=1))
     after = Embedder(Settings(model=out, data_dir=tmp_path / "p2", intra_op_threads=1))

@@ -4,7 +4,8 @@ Wortsman et al. 2022): ``w · fine-tuned + (1 − w) · start``, tensor by tenso
 Why: fine-tuning on a few labelled sets teaches their cameras and forgets some of what the start
 (OSNet's MSMT17 training, 4,101 people) knew about others. The blend keeps most of both: on Duke,
 a camera set neither net trained on, the leave-Duke-out dev model went from 64.8 to 66.3 rank-1 at
-w = 0.7 (bench/blend.md). It costs nothing at run time: the blended net is the same network.
+w = 0.7 (bench/accuracy.md, blend ablation); `reid adapt` blends the same way (bench/adapt.md).
+It costs nothing at run time: the blended net is the same network.
 """
 
 from __future__ import annotations

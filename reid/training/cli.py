@@ -185,9 +185,12 @@ def register(app: typer.Typer) -> None:
               run_dir: Path = typer.Option(Path("runs/adapt"), help="training run directory (checkpoints, log)"),
               resume: bool = typer.Option(False, "--resume", help="continue an interrupted run in --run-dir"),
               version: str = typer.Option(None, help="version recorded in the new model (default: <old>+adapted)"),
+              blend: float = typer.Option(0.5, min=0.0, max=1.0, help="share of the adapted weights in the model "
+                                          "written, the rest the starting model's (reid blend); 1 = as trained"),
               ) -> None:
         """Fine-tune the model on the gallery's own tracklets, without labels (reid/training/adapt.py);
         then `reid reindex --model OUT` switches the gallery to the new model."""
+        from reid.models.blend import blend as blend_weights
         from reid.models.export import export_model
         from reid.models.preprocess import read_onnx_metadata
         from reid.service.commands.common import settings_from
@@ -202,10 +205,12 @@ def register(app: typer.Typer) -> None:
         typer.echo(f"{manifest.tracklets} tracklets ({manifest.crops} crops) from {manifest.cameras} camera(s)")
         trainer = _built(lambda: Trainer(adapt_config(model, manifest, run_dir, epochs)))
         trainer.run(resume=resume)
+        # blended with the start: better than the adapted net on its own cameras and on others (bench/adapt.md)
+        net, cfg = blend_weights(trainer.checkpoint_path(), model, blend)
         meta = read_onnx_metadata(str(model / "image.onnx"))
         trained_on = (f"{meta.get('reid.trained_on', 'unknown')}; adapted on {manifest.tracklets} unlabelled "
-                      f"tracklets of {manifest.cameras} camera(s)")
-        paths = export_model(trainer.model.eval(), trainer.cfg.model, out, trained_on=trained_on,
+                      f"tracklets of {manifest.cameras} camera(s), blended {blend:g} with the model it started from")
+        paths = export_model(net, cfg, out, trained_on=trained_on,
                              version=version or f"{meta.get('reid.version', '0')}+adapted")
         for p in paths:
             typer.echo(str(p))
@@ -237,7 +242,7 @@ def register(app: typer.Typer) -> None:
               version: str = typer.Option(None, help="version recorded in the new model (default: <old>+blend<w>)"),
               ) -> None:
         """Blend a fine-tuned model's weights with its start's (WiSE-FT; reid/models/blend.py): the same
-        network, more accurate on cameras neither saw (bench/blend.md)."""
+        network, more accurate on cameras neither saw (bench/accuracy.md, blend ablation)."""
         from reid.models.blend import blend as blend_weights
         from reid.models.export import export_model
         from reid.models.preprocess import read_onnx_metadata
