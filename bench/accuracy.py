@@ -143,7 +143,8 @@ MODELS = {
                      "--weight 0.7 (reid/models/default/MODEL_CARD.md)", ("cuhk03", "market", "duke")),
     "v3.1": ModelRow("v3.1 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 4 epochs (previous default)",
                      "runs/default-v3.1", "reid/models/default/training_log.csv",
-                     "reid train configs/osnet_multi_4ep.yaml", ("cuhk03", "market", "duke")),
+                     "reid train configs/osnet_multi_4ep.yaml (the file: git show 5b7de82:reid/models/default/"
+                     "image.onnx)", ("cuhk03", "market", "duke")),
     "v3": ModelRow("v3.0 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 2 epochs (previous default)",
                    "runs/default-v3.0", "bench/training_logs/osnet_multi.csv",
                    "reid train configs/osnet_multi.yaml", ("cuhk03", "market", "duke")),
