@@ -137,6 +137,9 @@ def test_adapt_names_what_is_missing(model_dir: Path, tmp_path: Path):
     assert res.exit_code == 2 and "holds 1 tracklet(s)" in res.output
     res = runner.invoke(app, ["adapt", "--model", str(tmp_path), "--data-dir", str(data), "--out", str(tmp_path / "o")])
     assert res.exit_code == 2 and "not a model directory" in res.output
+    res = runner.invoke(app, ["adapt", "--model", str(model_dir), "--data-dir", str(data), "--out", str(tmp_path / "o"),
+                              "--blend", "1.5"])
+    assert res.exit_code == 2 and "--blend" in res.output
     foreign = tmp_path / "foreign"
     foreign.mkdir()
     shutil.copy(model_dir / "image.onnx", foreign / "image.onnx")  # no model_config.json: not from `reid export`

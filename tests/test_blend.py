@@ -83,4 +83,13 @@ def test_bad_inputs_are_clear_errors(two_models, tmp_path: Path):
     export_model(Trainer(cfg).model.eval(), cfg.model, other)
     wrong = runner.invoke(app, ["blend", str(tuned), "--start", str(other), "--weight", "0.5", *out])
     assert wrong.exit_code == 2 and "does not fit" in _text(wrong.output), wrong.output
+    not_a_model = tmp_path / "notes.txt"
+    not_a_model.write_text("not weights")
+    for start in ("no-such-weights", str(not_a_model)):  # `pretrained` values that name no usable file
+        res = runner.invoke(app, ["blend", str(tuned), "--start", start, "--weight", "0.5", *out])
+        assert res.exit_code == 2 and "Traceback" not in res.output, res.output
+    bad_ckpt = tmp_path / "bad.pt"
+    bad_ckpt.write_text("x")
+    res = runner.invoke(app, ["blend", str(bad_ckpt), "--start", str(tuned), "--weight", "0.5", *out])
+    assert res.exit_code == 2 and "not a reid checkpoint" in _text(res.output)
     assert not (tmp_path / "o").exists()

@@ -63,6 +63,10 @@ def test_a_wrong_onnx_file_is_a_clear_error(tmp_path: Path):
         build_model(ModelConfig(backbone="osnet_x0_25", pretrained="imagenet", neck="fc"))
     with pytest.raises(FileNotFoundError, match="OSNet weights not found"):
         osnet_x0_25(weights=tmp_path / "missing.onnx")
+    not_onnx = tmp_path / "notes.onnx"
+    not_onnx.write_text("not a model")
+    with pytest.raises(ValueError, match="not an ONNX file"):
+        osnet_x0_25(weights=not_onnx)
     other = tmp_path / "other.onnx"
     node = onnx.helper.make_node("Conv", ["x", "w"], ["/head/conv/Conv_output_0"])
     w = onnx.numpy_helper.from_array(np.zeros((4, 3, 1, 1), np.float32), "w")

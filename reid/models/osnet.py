@@ -175,7 +175,10 @@ def load_osnet_onnx(backbone: Backbone, path: str | Path) -> dict[str, torch.Ten
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"OSNet weights not found: {path} (give an OSNet-x0.25 ONNX export)")
-    model = onnx.load(str(path))
+    try:
+        model = onnx.load(str(path))
+    except Exception as exc:  # protobuf's DecodeError and friends: not an ONNX file at all
+        raise ValueError(f"{path} is not an ONNX file ({type(exc).__name__}); give an OSNet-x0.25 ONNX export") from exc
     init = {t.name: torch.from_numpy(numpy_helper.to_array(t).copy()) for t in model.graph.initializer}
     params = dict(backbone.stages.named_parameters())
     filled: set[str] = set()
