@@ -117,13 +117,12 @@ class Trainer:
         theirs = ckpt.get("train_config", {}).get("data", {}).get("train", [])
         same_data = ([(resolve_path(d["root"]), d["format"]) for d in theirs]
                      == [(resolve_path(d.root), d.format) for d in cfg.data.train])
-        prefix = "image_net." if ckpt["model_config"].get("arch") == "tkp" else ""
-        weight = ckpt["model"].get(f"{prefix}classifier.weight", ckpt["model"].get("classifier.weight"))
-        head = self.model.classifier
-        if not same_data or weight is None or head is None or weight.shape != head.weight.shape:
+        weights = {k.removeprefix("classifier."): v for k, v in ckpt["model"].items() if k.startswith("classifier.")}
+        head = self.model.classifier  # an image net's own, or the one TKP's two nets share: same name
+        fits = head is not None and "weight" in weights and weights["weight"].shape == head.weight.shape
+        if not (same_data and fits):
             return None
-        bias = ckpt["model"].get(f"{prefix}classifier.bias", ckpt["model"].get("classifier.bias"))
-        head.load_state_dict({"weight": weight, "bias": bias})
+        head.load_state_dict(weights)
         return str(source)
 
     def _teacher(self, cfg: TrainConfig) -> tuple[nn.Module | None, tuple[int, int]]:
