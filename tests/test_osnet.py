@@ -13,7 +13,7 @@ import torch
 from conftest import shared_path
 from test_generalisation import _tiny_config
 
-from reid.models.export import export_model
+from reid.models.export import export_checkpoint, export_model
 from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model
 from reid.models.osnet import _module_path, osnet_x0_25
 from reid.training.engine import Trainer
@@ -180,3 +180,41 @@ def test_distillation_from_a_larger_teacher(tmp_path: Path):
     bad = _tiny_config(tmp_path / "b", "bad")
     with pytest.raises(ValueError, match="distill_from"):
         bad.loss.__class__(distill_weight=1.0)
+
+
+def test_weight_averaging_is_the_mean_of_every_step_survives_resume_and_exports(tmp_path: Path):
+    cfg = _osnet_config(tmp_path / "s", "run", retain_weight=0.5)
+    cfg.optim.average_from = 2
+    straight = Trainer(cfg)
+    after_step: list[dict[str, torch.Tensor]] = []
+    straight.optimizer.register_step_post_hook(
+        lambda *_: after_step.append({k: v.detach().clone() for k, v in straight.model.state_dict().items()}))
+    straight.run()
+    averaged = torch.load(straight.averaged_path(), weights_only=False)
+    epoch2 = after_step[len(after_step) // 2:]  # two epochs of max_batches_per_epoch steps each
+    assert averaged["averaged_steps"] == len(epoch2) == 2
+    for k, v in averaged["model"].items():
+        if v.is_floating_point():
+            assert torch.allclose(v, torch.stack([s[k] for s in epoch2]).mean(0), atol=1e-6), k
+    assert not torch.equal(averaged["model"]["classifier.weight"], straight.model.state_dict()["classifier.weight"])
+
+    first = _osnet_config(tmp_path / "r", "run", retain_weight=0.5)
+    first.optim.average_from, first.optim.epochs = 2, 1
+    Trainer(first).run()
+    assert not (first.out / "averaged.pt").exists()  # nothing averaged before epoch 2
+    again = _osnet_config(tmp_path / "r2", "unused", retain_weight=0.5)
+    again.optim.average_from = 2
+    again.output_dir, again.data = first.output_dir, first.data
+    resumed = Trainer(again)
+    resumed.run(resume=True)
+    theirs = torch.load(resumed.averaged_path(), weights_only=False)["model"]
+    for k, v in averaged["model"].items():
+        assert torch.allclose(v.float(), theirs[k].float(), atol=1e-6), k
+    assert export_checkpoint(resumed.averaged_path(), tmp_path / "export")[0].is_file()
+
+
+def test_weight_averaging_outside_the_epochs_is_a_clear_error():
+    from test_generalisation import config_from_dict
+
+    with pytest.raises(ValueError, match="average_from must be 0 .* from 1 to optim.epochs"):
+        config_from_dict({"optim": {"epochs": 4, "average_from": 5}})

@@ -18,6 +18,7 @@ import torch
 import torch.nn.functional as F
 from rich.progress import BarColumn, Progress, TextColumn, TimeRemainingColumn
 from torch import nn
+from torch.optim.swa_utils import AveragedModel
 from torch.utils.data import DataLoader
 
 from reid.models.networks import TKP, build_model, image_branch, load_checkpoint
@@ -99,6 +100,9 @@ class Trainer:
         if cfg.loss.retain_weight:
             self.initial = copy.deepcopy(image_branch(self.model)).eval().requires_grad_(False)
         self.teacher, self.teacher_size = self._teacher(cfg)
+        # the running mean of the weights (optim.average_from), buffers included: the head's BatchNorm
+        # statistics are averaged with the weights they belong to
+        self.averaged = AveragedModel(self.model, use_buffers=True) if cfg.optim.average_from else None
         self.amp = self.device.type == "cuda"
         self.scaler = torch.amp.GradScaler("cuda", enabled=self.amp)
         self.out = cfg.out
@@ -141,22 +145,32 @@ class Trainer:
     def checkpoint_path(self) -> Path:
         return self.out / "last.pt"
 
+    def averaged_path(self) -> Path:
+        return self.out / "averaged.pt"
+
     def save(self, epoch: int) -> None:
-        state = {
+        model = {
             "model": self.model.state_dict(),
             "model_config": self.cfg.model.to_dict(),
             "train_config": self.cfg.to_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scaler": self.scaler.state_dict(),
             "epoch": epoch,  # epochs completed
             "train_seconds": self.train_seconds,
             "trained_on": f"{self.trained_on}, {self.cfg.model.num_classes} ids",
+        }
+        state = {
+            **model,
+            "optimizer": self.optimizer.state_dict(),
+            "scaler": self.scaler.state_dict(),
             "rng": {"python": random.getstate(), "numpy": np.random.get_state(), "torch": torch.get_rng_state(),
                     "dataset": self.dataset.rng.getstate()},
         }
-        tmp = self.checkpoint_path().with_suffix(".tmp")
-        torch.save(state, tmp)
-        os.replace(tmp, self.checkpoint_path())  # atomic: a kill never leaves a half checkpoint
+        if self.averaged is not None:
+            state["averaged"] = self.averaged.state_dict()
+        _save_atomic(state, self.checkpoint_path())
+        steps = int(self.averaged.n_averaged) if self.averaged is not None else 0
+        if steps:  # a checkpoint like last.pt (export, eval, blend read it) holding the mean weights
+            _save_atomic({**model, "model": self.averaged.module.state_dict(), "averaged_steps": steps},
+                         self.averaged_path())
 
     def resume(self) -> bool:
         path = self.checkpoint_path()
@@ -166,6 +180,8 @@ class Trainer:
         self.model.load_state_dict(ckpt["model"])
         self.optimizer.load_state_dict(ckpt["optimizer"])
         self.scaler.load_state_dict(ckpt["scaler"])
+        if self.averaged is not None and "averaged" in ckpt:
+            self.averaged.load_state_dict(ckpt["averaged"])
         self.start_epoch = ckpt["epoch"]
         self.train_seconds = ckpt.get("train_seconds", 0.0)
         rng = ckpt["rng"]
@@ -252,6 +268,8 @@ class Trainer:
             self.scaler.scale(loss).backward()
             self.scaler.step(self.optimizer)
             self.scaler.update()
+            if self.averaged is not None and epoch + 1 >= self.cfg.optim.average_from:
+                self.averaged.update_parameters(self.model)
             seen += x.shape[0] * (x.shape[1] if x.dim() == 5 else 1)
             for k, v in losses.items():
                 sums[k] = sums.get(k, 0.0) + v.item()
@@ -313,6 +331,13 @@ class Trainer:
         if writer:
             writer.close()
         return self.checkpoint_path()
+
+
+def _save_atomic(state: dict, path: Path) -> None:
+    """A kill never leaves a half-written checkpoint."""
+    tmp = path.with_suffix(".tmp")
+    torch.save(state, tmp)
+    os.replace(tmp, path)
 
 
 def _same_camera(train: list, num_classes: int) -> torch.Tensor:
