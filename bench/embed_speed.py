@@ -64,7 +64,10 @@ def rates(runners: dict[str, tuple], n_images: int, rounds: int = 3) -> dict[str
 
 
 def ort_session(path: str, threads: int, level: str, out: str | None = None, spin: bool = False):
+    """A session over what the service runs for a query: the graph cut down to the embedding."""
     import onnxruntime as ort
+
+    from reid.service.embedder import first_output_graph
 
     levels = {
         "disable": ort.GraphOptimizationLevel.ORT_DISABLE_ALL,
@@ -79,7 +82,7 @@ def ort_session(path: str, threads: int, level: str, out: str | None = None, spi
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if spin else "0")
     if out:
         so.optimized_model_filepath = out
-    return ort.InferenceSession(path, so, providers=["CPUExecutionProvider"])
+    return ort.InferenceSession(first_output_graph(Path(path)) or path, so, providers=["CPUExecutionProvider"])
 
 
 def main() -> None:

@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from reid.service.embedder import Embedder
+from reid.service.embedder import Embedder, first_output_graph
 from reid.service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
 from reid.service.index import VectorIndex
 from reid.service.settings import Settings
@@ -45,6 +45,28 @@ def test_foreign_model_uses_configured_preprocessing(osnet_onnx: Path, tmp_path:
         x = e.embed(crops(3))
         assert x.shape == (3, 512)
         np.testing.assert_allclose(np.linalg.norm(x, axis=1), 1.0, atol=1e-5)
+    finally:
+        e.close()
+
+
+def test_plain_embedding_runs_only_the_graph_the_embedding_needs(osnet_onnx: Path, tmp_path: Path) -> None:
+    """ORT runs every node whatever outputs a call names, so the embedding path gets the graph cut
+    down to its first output; the region features (VRSTC) still come from the whole graph."""
+    full = onnx.load(str(DEFAULT / "image.onnx"))
+    cut = onnx.load_from_string(first_output_graph(DEFAULT / "image.onnx"))
+    assert [o.name for o in full.graph.output] == ["embeddings", "regions", "maps"]
+    assert [o.name for o in cut.graph.output] == ["embeddings"]
+    assert len(cut.graph.node) < len(full.graph.node)
+    assert first_output_graph(osnet_onnx) is None  # one output already: nothing to cut
+    e = Embedder(settings(tmp_path))
+    try:
+        images = crops(5)
+        x = e.embed(images)
+        from reid.models.preprocess import preprocess
+
+        whole = e.session.run(None, {e.input_name: preprocess(images, e.info.spec)})
+        np.testing.assert_allclose(x, whole[0] / np.linalg.norm(whole[0], axis=1, keepdims=True), atol=1e-5)
+        assert e.embed_session is not e.session and len(e.embed_session.get_outputs()) == 1
     finally:
         e.close()
 

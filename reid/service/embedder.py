@@ -23,6 +23,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
+import onnx
+import onnx.utils
 import onnxruntime as ort
 
 from reid.models.pair_model import PAIR_FILE, PairModel, PairModelError
@@ -120,15 +122,31 @@ def _spec_from_config(raw: str) -> PreprocessSpec:
         raise ModelError(f"bad REID_PREPROCESS: {e}") from e
 
 
-def _session(path: Path, settings: Settings, providers: list[str]) -> ort.InferenceSession:
+def first_output_graph(path: Path) -> bytes | None:
+    """The model cut down to what its first output (the embedding) needs, or None when that is
+    all it computes. ORT inference builds run every node whatever outputs a call names
+    (onnxruntime#16483), so without this each plain query also paid for the region features
+    (VRSTC) and the spatial maps (CAN)."""
+    model = onnx.load(str(path))
+    outputs = [o.name for o in model.graph.output]
+    if len(outputs) < 2:
+        return None
+    weights = {t.name for t in model.graph.initializer}
+    inputs = [i.name for i in model.graph.input if i.name not in weights]
+    return onnx.utils.Extractor(model).extract_model(inputs, outputs[:1]).SerializeToString()
+
+
+def _session(path: Path, settings: Settings, providers: list[str],
+             first_output_only: bool = False) -> ort.InferenceSession:
     so = ort.SessionOptions()
     so.intra_op_num_threads = settings.intra_op_threads
     so.inter_op_num_threads = settings.inter_op_threads
     so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     try:
-        return ort.InferenceSession(str(path), sess_options=so, providers=providers)
-    except Exception as e:  # ORT raises several types for a bad file
+        graph = first_output_graph(path) if first_output_only else None
+        return ort.InferenceSession(graph or str(path), sess_options=so, providers=providers)
+    except Exception as e:  # ORT (and onnx) raise several types for a bad file
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
 
 
@@ -157,7 +175,8 @@ class Embedder:
         image_path, video_path = resolve_model(settings.model)
         providers = choose_providers(settings.device)
         meta = read_onnx_metadata(str(image_path))
-        self.session = _session(image_path, settings, providers)
+        self.session = _session(image_path, settings, providers)  # every output: regions, maps
+        self.embed_session = _session(image_path, settings, providers, first_output_only=True)
         inp = self.session.get_inputs()[0]
         self.input_name = inp.name
         self._first_output = self.session.get_outputs()[0].name
@@ -276,14 +295,14 @@ class Embedder:
     def _run_batch(self, batch: list[_Request]) -> None:
         try:
             x = np.concatenate([r.x for r in batch]) if len(batch) > 1 else batch[0].x
-            # region features only when a request in this batch asked for them (tracklet pooling):
-            # naming the outputs lets ORT skip the region branch for plain queries
+            # region features only when a request in this batch asked for them (tracklet pooling);
+            # plain queries run the graph cut down to the embedding
             want = bool(self.info.regions) and any(r.regions is not None for r in batch)
-            outputs = None if want else [self._first_output]
+            session, outputs = (self.session, None) if want else (self.embed_session, [self._first_output])
             outs, region_outs = [], []
             for i in range(0, len(x), self.settings.max_batch):
                 chunk = x[i : i + self.settings.max_batch]
-                result = self.session.run(outputs, {self.input_name: chunk})
+                result = session.run(outputs, {self.input_name: chunk})
                 outs.append(result[0])
                 if want:
                     region_outs.append(result[1])

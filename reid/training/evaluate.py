@@ -65,7 +65,11 @@ class OnnxEmbedder:
                  threads: int = 0):
         import onnxruntime as ort
 
-        from reid.service.embedder import ModelError, resolve_model  # one rule for "what is a model path"
+        from reid.service.embedder import (  # one rule for "what is a model path" and what to run
+            ModelError,
+            first_output_graph,
+            resolve_model,
+        )
 
         path = Path(path)
         if path.is_file() and path.suffix.lower() != ".onnx":
@@ -95,6 +99,8 @@ class OnnxEmbedder:
         try:
             cpu = ["CPUExecutionProvider"]
             self._img = ort.InferenceSession(str(image), sess_options=so, providers=cpu)
+            graph = first_output_graph(image)  # plain embedding runs skip the regions / maps branches
+            self._img_embed = ort.InferenceSession(graph, sess_options=so, providers=cpu) if graph else self._img
             self._vid = (ort.InferenceSession(str(self.video_path), sess_options=so, providers=cpu)
                          if self.video_path else None)
         except Exception as exc:
@@ -126,12 +132,13 @@ class OnnxEmbedder:
         return got[0], got.pop(1) if regions else None, got[1] if maps else None
 
     def _run(self, images: Sequence[np.ndarray], extra: list[str]) -> tuple[np.ndarray, ...]:
-        """The embeddings and the ``extra`` outputs (ORT skips outputs nobody asked for)."""
+        """The embeddings and the ``extra`` outputs."""
         names = [self._outputs[0], *extra]
+        session = self._img if extra else self._img_embed
         parts: list[list[np.ndarray]] = [[] for _ in names]
         for i in range(0, len(images), self.batch_size):
             batch = preprocess(list(images[i:i + self.batch_size]), self.spec)
-            for rows, result in zip(parts, self._img.run(names, {self._img_in: batch}), strict=True):
+            for rows, result in zip(parts, session.run(names, {self._img_in: batch}), strict=True):
                 rows.append(np.asarray(result, np.float32))
         if not parts[0]:
             return (np.zeros((0, 0), np.float32), *(None for _ in extra))
