@@ -64,6 +64,8 @@ SETS = {
 HELD_OUT = ("partial_reid", "partial_ilids")
 #: `reid blend` weights tried on the dev model (its ablation group below)
 BLEND_WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.85)
+#: `reid blend` weights tried on the averaged dev model
+SWA_BLEND_WEIGHTS = (0.7, 0.85)
 #: the ablation tables: one change at a time against each group's first row, all trained without
 #: Duke and judged on Duke (cameras none of them trained on) — the set recipe choices are made on
 ABLATION = {
@@ -95,6 +97,12 @@ ABLATION = {
         "osnet-cm2duke-retain-4ep": "baseline: the dev model (weight 1)",
         **{f"blend{w:g}": f"weight {w:g}" for w in BLEND_WEIGHTS},
         "osnet": "weight 0: the MSMT17 model as it is"},
+    "Averaging the weights along the way (`optim.average_from: 2`: the mean after every step of epochs 2–4, "
+    "SWA), one run of configs/osnet_cm2duke_swa.yaml": {
+        "swa-last": "baseline: the run's last weights (the dev recipe, re-run)",
+        "swa-avg": "the mean of the weights (averaged.pt)",
+        "swa-last-blend0.7": "last weights blended 0.7 with the MSMT17 start (the v3.2 recipe)",
+        **{f"swa-avg-blend{w:g}": f"the mean blended {w:g} with the MSMT17 start" for w in SWA_BLEND_WEIGHTS}},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -135,6 +143,22 @@ def _blend_row(weight: float) -> ModelRow:
                     f"reid blend runs/osnet_cm2duke_retain_4ep/last.pt --start msmt17 --weight {weight:g} "
                     f"--out runs/osnet_cm2duke_blend{weight:g}", ("cuhk03", "market"))
 
+
+def _swa_row(key: str) -> ModelRow:
+    """One model out of the dev run with weight averaging (configs/osnet_cm2duke_swa.yaml): its last
+    or its averaged weights (``last`` / ``avg``), optionally blended with the MSMT17 start."""
+    which, _, blended = key.removeprefix("swa-").partition("-blend")
+    ckpt = {"last": "last.pt", "avg": "averaged.pt"}[which]
+    out = f"runs/osnet_cm2duke_swa/{which}" + (f"_blend{blended}" if blended else "")
+    make = (f"reid blend runs/osnet_cm2duke_swa/{ckpt} --start msmt17 --weight {blended} --out {out}" if blended
+            else f"reid export runs/osnet_cm2duke_swa/{ckpt} --out {out}")
+    what = {"last": "last weights", "avg": "mean of the weights, epochs 2–4"}[which]
+    return ModelRow(f"dev recipe with weight averaging: {what}" + (f", blended {blended}" if blended else "")
+                    + " (dev run)", out, "bench/training_logs/osnet_cm2duke_swa.csv",
+                    f"reid train configs/osnet_cm2duke_swa.yaml; {make}", ("cuhk03", "market"))
+
+
+SWA_ROWS = ("swa-last", "swa-avg", "swa-last-blend0.7", *(f"swa-avg-blend{w:g}" for w in SWA_BLEND_WEIGHTS))
 
 MODELS = {
     "v3.2": ModelRow("v3.2 = v3.1 blended 0.7 with its MSMT17 start (shipped default)",
@@ -178,6 +202,7 @@ MODELS = {
                                        "(stopped after epoch 1)",
                                        ("cuhk03", "market")),
     **{f"blend{w:g}": _blend_row(w) for w in BLEND_WEIGHTS},
+    **{k: _swa_row(k) for k in SWA_ROWS},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),
