@@ -97,6 +97,9 @@ ABLATION = {
         "osnet-cm2duke-retain-4ep": "baseline: the dev model (weight 1)",
         **{f"blend{w:g}": f"weight {w:g}" for w in BLEND_WEIGHTS},
         "osnet": "weight 0: the MSMT17 model as it is"},
+    "Augmentation against occlusion (the dev recipe, one change)": {
+        "osnet-cm2duke-retain-4ep": "baseline: the dev model (no patch, no erasing)",
+        "osnet-cm2duke-patch": "patch p 0.5: a rectangle (1–15 % of the area) of another training crop pasted in"},
     "Averaging the weights along the way (`optim.average_from: 2`: the mean after every step of epochs 2–4, "
     "SWA), one run of configs/osnet_cm2duke_swa.yaml": {
         "swa-last": "baseline: the run's last weights (the dev recipe, re-run)",
@@ -186,7 +189,8 @@ MODELS = {
        for suffix, what in (("", ""), ("-retain", ", retention loss"), ("-retain3", ", retention weight 3"),
                             ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"),
                             ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"), ("-192", " at 192×96"),
-                            ("-192-distill", " at 192×96, distilled"))},
+                            ("-192-distill", " at 192×96, distilled"),
+                            ("-patch", ", retention, 4 epochs, patch aug."))},
     "tkp-cm2duke": ModelRow("TKP from the dev model (image net + non-local video net) on CUHK03 + Market (dev run)",
                             "runs/tkp_osnet_cm2duke/export", "bench/training_logs/tkp_osnet_cm2duke.csv",
                             "reid train configs/tkp_osnet_cm2duke.yaml", ("cuhk03", "market")),
