@@ -18,6 +18,7 @@ from conftest import REPO
 
 from reid.models.export import export_model
 from reid.models.ibn import IBN, convert_first_batchnorm
+from reid.models.mixstyle import MixStyle
 from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model
 from reid.models.preprocess import PreprocessSpec
 from reid.training.config import config_from_dict
@@ -195,6 +196,55 @@ def test_ibn_export_parity(tmp_path: Path):
     np.testing.assert_allclose(ort_run(paths[0], x), ref, atol=TOL)
     # one image alone gives the same vector as in a batch (no batch statistics in the graph)
     np.testing.assert_allclose(ort_run(paths[0], x[1:2]), ref[1:2], atol=TOL)
+
+
+def test_mixstyle_swaps_channel_statistics_in_training_only():
+    torch.manual_seed(0)
+    x = torch.randn(6, 4, 5, 3) * torch.arange(1, 7.0).view(6, 1, 1, 1) + torch.arange(6.0).view(6, 1, 1, 1)
+    block = MixStyle(4, p=1.0)
+    block.train()
+    y = block(x)
+    assert y.shape == x.shape and torch.isfinite(y).all()
+    # each output keeps its image's normalised content: only mean and std per channel change
+    def normed(t):
+        return (t - t.mean((2, 3), keepdim=True)) / t.std((2, 3), keepdim=True, unbiased=False)
+    torch.testing.assert_close(normed(y), normed(x), atol=1e-3, rtol=0)
+    # its statistics now lie between its own and another image's, and some moved
+    mu_x, mu_y = x.mean((2, 3)), y.mean((2, 3))
+    lo, hi = mu_x.min(0).values - 1e-4, mu_x.max(0).values + 1e-4
+    assert ((mu_y >= lo) & (mu_y <= hi)).all()
+    assert (mu_y - mu_x).abs().max() > 0.1
+    # the same seed mixes the same way
+    torch.manual_seed(3)
+    a = block(x)
+    torch.manual_seed(3)
+    torch.testing.assert_close(block(x), a)
+    # the identity at inference, with p = 0, and for a batch of one
+    assert torch.equal(block.eval()(x), x)
+    assert torch.equal(MixStyle(4, p=0.0).train()(x), x)
+    assert torch.equal(block.train()(x[:1]), x[:1])
+
+
+def test_mixstyle_after_stages_trains_and_exports_as_the_plain_net(tmp_path: Path):
+    from test_export import TOL, ort_run
+
+    torch.manual_seed(2)
+    cfg = ModelConfig(arch="baseline", backbone="osnet_x0_25", pretrained=None, neck="fc", height=64, width=32,
+                      num_classes=3, mixstyle_after=["layer1", "layer2"])
+    model = build_model(cfg)
+    assert [type(s[-1]).__name__ for s in (model.backbone.stages["layer1"], model.backbone.stages["layer2"])] == [
+        "MixStyle", "MixStyle"]
+    logits, feat = model.train()(torch.randn(4, 3, 64, 32))
+    assert logits.shape == (4, 3) and feat.shape == (4, 512)
+    plain = build_model(ModelConfig(**{**cfg.to_dict(), "mixstyle_after": []}))
+    plain.load_state_dict(model.state_dict())  # no weights of its own: the same state dict
+    paths = export_model(model.eval(), cfg, tmp_path, trained_on="unit-test")
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    with torch.no_grad():
+        ref = NormalizedEmbedder(plain.eval())(torch.from_numpy(x)).numpy()
+    np.testing.assert_allclose(ort_run(paths[0], x), ref, atol=TOL)
+    with pytest.raises(ValueError, match="unknown stage"):
+        build_model(ModelConfig(**{**cfg.to_dict(), "mixstyle_after": ["layer9"]}))
 
 
 # ------------------------------------------------------------------- resume across datasets

@@ -60,13 +60,25 @@ def test_plain_embedding_runs_only_the_graph_the_embedding_needs(osnet_onnx: Pat
     assert first_output_graph(osnet_onnx) is None  # one output already: nothing to cut
     e = Embedder(settings(tmp_path))
     try:
+        assert len(e.embed_session.get_outputs()) == 1
         images = crops(5)
         x = e.embed(images)
+        e.embed_tracklet(images)
+        assert e._whole is None  # mean pooling, no CAN: the whole graph was never loaded
+    finally:
+        e.close()
+    # VRSTC pooling needs the region features: then the whole graph is loaded too, with the same embeddings
+    e = Embedder(settings(tmp_path, tracklet={"pooling": "vrstc"}))
+    try:
         from reid.models.preprocess import preprocess
 
-        whole = e.session.run(None, {e.input_name: preprocess(images, e.info.spec)})
+        assert e.vrstc is not None
+        e.embed_tracklet(images)
+        assert e._whole is not None and e.whole_session() is e._whole  # loaded once, then kept
+        whole = e.whole_session().run(None, {e.input_name: preprocess(images, e.info.spec)})
+        assert len(whole) == 3
         np.testing.assert_allclose(x, whole[0] / np.linalg.norm(whole[0], axis=1, keepdims=True), atol=1e-5)
-        assert e.embed_session is not e.session and len(e.embed_session.get_outputs()) == 1
+        np.testing.assert_allclose(e.embed(images), x, atol=1e-6)
     finally:
         e.close()
 

@@ -13,6 +13,7 @@ from torch import nn
 
 from reid.models.backbones import Backbone, apply_ibn, build_backbone, insert_after
 from reid.models.ia import IABlock
+from reid.models.mixstyle import MixStyle
 from reid.models.nonlocal_block import NonLocalBlock
 from reid.models.preprocess import PreprocessSpec
 
@@ -34,6 +35,8 @@ class ModelConfig:
     width: int = 128
     # IBN-a: half InstanceNorm in each block's first norm layer of these stages (models.ibn)
     ibn: list[str] = field(default_factory=list)
+    # MixStyle after these stages: training-only style mixing, the identity at inference (models.mixstyle)
+    mixstyle_after: list[str] = field(default_factory=list)
     # IA blocks
     ia_after: list[str] = field(default_factory=lambda: ["layer2", "layer3"])
     ia_kernel: int = 1
@@ -64,6 +67,8 @@ def _backbone(cfg: ModelConfig) -> Backbone:
     backbone = build_backbone(cfg.backbone, last_stride=cfg.last_stride, weights=cfg.pretrained)
     if cfg.ibn:
         apply_ibn(backbone, cfg.ibn)
+    for point in cfg.mixstyle_after:
+        insert_after(backbone, point, lambda c, _s: MixStyle(c))
     return backbone
 
 

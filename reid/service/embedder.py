@@ -136,6 +136,13 @@ def first_output_graph(path: Path) -> bytes | None:
     return onnx.utils.Extractor(model).extract_model(inputs, outputs[:1]).SerializeToString()
 
 
+def _output_names(path: Path) -> list[str]:
+    try:
+        return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+    except Exception as e:  # onnx raises DecodeError and others for a bad file
+        raise ModelError(f"cannot load ONNX model {path}: {e}") from e
+
+
 def _session(path: Path, settings: Settings, providers: list[str],
              first_output_only: bool = False) -> ort.InferenceSession:
     so = ort.SessionOptions()
@@ -175,11 +182,13 @@ class Embedder:
         image_path, video_path = resolve_model(settings.model)
         providers = choose_providers(settings.device)
         meta = read_onnx_metadata(str(image_path))
-        self.session = _session(image_path, settings, providers)  # every output: regions, maps
+        # plain embeddings run the graph cut down to the embedding; the whole graph (region
+        # features, spatial maps) is loaded on first use, by VRSTC pooling or a CAN pair model
         self.embed_session = _session(image_path, settings, providers, first_output_only=True)
-        inp = self.session.get_inputs()[0]
+        inp = self.embed_session.get_inputs()[0]
         self.input_name = inp.name
-        self._first_output = self.session.get_outputs()[0].name
+        self._first_output = self.embed_session.get_outputs()[0].name
+        self._outputs = _output_names(image_path)
         spec = self._spec(meta, inp.shape, settings)
         self.video_session: ort.InferenceSession | None = None
         clip_len = None
@@ -199,14 +208,19 @@ class Embedder:
             trained_on=meta.get("reid.trained_on", "unknown"),
             precision=meta.get("reid.precision", "fp32"),
             clip_len=clip_len,
-            providers=self.session.get_providers(),
-            regions=int(meta.get("reid.regions", 0)) if len(self.session.get_outputs()) > 1 else 0,
+            providers=self.embed_session.get_providers(),
+            regions=int(meta.get("reid.regions", 0)) if len(self._outputs) > 1 else 0,
             vrstc_tau=float(meta["reid.vrstc_tau"]) if "reid.vrstc_tau" in meta else None,
         )
-        self.pair = self._pair_model(image_path, settings, providers)
-        self.info.pair_path = self.pair.path if self.pair is not None else None
         self.vrstc = (VrstcConfig(tau=self.info.vrstc_tau) if settings.tracklet.pooling == "vrstc"
                       and self.info.regions and self.info.vrstc_tau is not None and video_path is None else None)
+        self._providers = providers
+        self._whole: ort.InferenceSession | None = None  # the whole graph: whole_session()
+        self._whole_lock = threading.Lock()
+        pair_path = image_path.parent / PAIR_FILE
+        has_pair = Path(settings.model).is_dir() and pair_path.is_file()
+        self.pair = self._pair_model(pair_path, settings, providers) if has_pair else None
+        self.info.pair_path = self.pair.path if self.pair is not None else None
         self._queue: queue.Queue[_Request | None] = queue.Queue()
         self._incoming, self._incoming_lock = 0, threading.Lock()  # submits still preprocessing
         self._thread = threading.Thread(target=self._worker, name="embed-batcher", daemon=True)
@@ -233,13 +247,11 @@ class Embedder:
             'e.g. {"height":256,"width":128}'
         )
 
-    def _pair_model(self, image_path: Path, settings: Settings, providers: list[str]) -> PairModel | None:
-        """CAN's pair model when the model directory has one and image.onnx outputs maps."""
-        path = image_path.parent / PAIR_FILE
-        if not Path(settings.model).is_dir() or not path.is_file():
-            return None
-        if "maps" not in [o.name for o in self.session.get_outputs()]:
-            raise ModelError(f"{path} needs image.onnx's maps output, which {image_path} lacks (export it again)")
+    def _pair_model(self, path: Path, settings: Settings, providers: list[str]) -> PairModel:
+        """CAN's pair model (the model directory has one); image.onnx must output maps."""
+        if "maps" not in self._outputs:
+            raise ModelError(f"{path} needs image.onnx's maps output, which {self.info.image_path} lacks "
+                             "(export it again)")
         try:
             pair = PairModel(path, providers=providers, threads=settings.intra_op_threads)
             pair.check(self.embed_maps([np.zeros((8, 4, 3), np.uint8)]).shape[1:])
@@ -247,14 +259,25 @@ class Embedder:
             raise ModelError(str(e)) from e
         return pair
 
+    def whole_session(self) -> ort.InferenceSession:
+        """The model with every output (``regions``, ``maps``), loaded on first use: only VRSTC
+        pooling and CAN ask for those, and a large model's weights would otherwise sit twice in memory."""
+        with self._whole_lock:
+            if self._whole is None:
+                self._whole = _session(self.info.image_path, self.settings, self._providers)
+            return self._whole
+
     def embed_maps(self, images_bgr: Sequence[np.ndarray]) -> np.ndarray:
         """[N, C, h, w] float32 spatial maps (image.onnx's ``maps`` output), for CAN re-scoring.
         Runs outside the micro-batcher: it is asked for a handful of crops at a time."""
         x = preprocess(list(images_bgr), self.info.spec)
-        return np.asarray(self.session.run(["maps"], {self.input_name: x})[0], np.float32)
+        if "maps" not in self._outputs:
+            raise ModelError(f"{self.info.image_path} has no maps output (export it again for CAN)")
+        return np.asarray(self.whole_session().run(["maps"], {self.input_name: x})[0], np.float32)
 
     def _probe_dim(self, spec: PreprocessSpec, meta: dict[str, str]) -> int:
-        out = self.session.run(None, {self.input_name: np.zeros((1, 3, spec.height, spec.width), np.float32)})
+        zeros = np.zeros((1, 3, spec.height, spec.width), np.float32)
+        out = self.embed_session.run([self._first_output], {self.input_name: zeros})
         dim = int(out[0].shape[-1])
         if "reid.embedding_dim" in meta and int(meta["reid.embedding_dim"]) != dim:
             raise ModelError(f"model metadata says dim {meta['reid.embedding_dim']} but it outputs {dim}")
@@ -298,7 +321,7 @@ class Embedder:
             # region features only when a request in this batch asked for them (tracklet pooling);
             # plain queries run the graph cut down to the embedding
             want = bool(self.info.regions) and any(r.regions is not None for r in batch)
-            session, outputs = (self.session, None) if want else (self.embed_session, [self._first_output])
+            session, outputs = (self.whole_session(), None) if want else (self.embed_session, [self._first_output])
             outs, region_outs = [], []
             for i in range(0, len(x), self.settings.max_batch):
                 chunk = x[i : i + self.settings.max_batch]
