@@ -66,6 +66,21 @@ HELD_OUT = ("partial_reid", "partial_ilids")
 BLEND_WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.85)
 #: `reid blend` weights tried on the averaged dev model
 SWA_BLEND_WEIGHTS = (0.7, 0.85)
+#: model soups of leave-Duke-out dev runs (the same start, data and schedule, one change each):
+#: key → (description, [(checkpoint, config), …]); the runs are averaged with equal weights
+SOUPS = {
+    "soup-mix": ("the dev run and the MixStyle run", [
+        ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
+        ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle")]),
+    "soup-patch": ("the dev run and the patch-augmentation run", [
+        ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
+        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")]),
+    "soup-mix-patch": ("the dev, MixStyle and patch runs", [
+        ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
+        ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle"),
+        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")]),
+}
+SOUP_ROWS = tuple(k for name in SOUPS for k in (name, f"{name}-blend0.7"))
 #: the ablation tables: one change at a time against each group's first row, all trained without
 #: Duke and judged on Duke (cameras none of them trained on) — the set recipe choices are made on
 ABLATION = {
@@ -106,6 +121,17 @@ ABLATION = {
         "swa-avg": "the mean of the weights (averaged.pt)",
         "swa-last-blend0.7": "last weights blended 0.7 with the MSMT17 start (the v3.2 recipe)",
         **{f"swa-avg-blend{w:g}": f"the mean blended {w:g} with the MSMT17 start" for w in SWA_BLEND_WEIGHTS}},
+    "Style mixing against camera shift (MixStyle after layer1 and layer2, p 0.5, α 0.1; the dev recipe, one change)": {
+        "osnet-cm2duke-retain-4ep": "baseline: the dev model",
+        "osnet-cm2duke-mixstyle": "MixStyle: each crop's channel mean / std mixed with another crop's (training only)",
+        "blend0.7": "the dev model blended 0.7 with the MSMT17 start (the v3.2 recipe)",
+        "mixstyle-blend0.7": "MixStyle, blended 0.7 with the MSMT17 start"},
+    "Model soups: the weights of dev runs that differ in one training change, averaged (`reid blend A --start B "
+    "--weight 0.5`), then blended with the MSMT17 start": {
+        "osnet-cm2duke-retain-4ep": "baseline: the dev model (one run)",
+        "blend0.7": "the dev model blended 0.7 with the MSMT17 start (the v3.2 recipe)",
+        **{k: ("soup of " + SOUPS[k.partition("-blend")[0]][0]
+               + (", blended 0.7 with the MSMT17 start" if "-blend" in k else "")) for k in SOUP_ROWS}},
 }
 ABLATION_SET = "duke"
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
@@ -128,7 +154,7 @@ RERANKS = {
 class ModelRow:
     name: str
     path: str
-    log: str
+    log: str  # training log(s) under the repo, comma-separated for a soup of several runs
     made_by: str
     trained_on: tuple[str, ...]  # SETS keys whose cameras it trained on
 
@@ -139,26 +165,56 @@ def _osnet_dev_run(config: str, what: str) -> ModelRow:
                     f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", ("cuhk03", "market"))
 
 
+def _blend_command(checkpoint: str, weight: str, out: str, start: str = "msmt17") -> str:
+    """The `reid blend` command: ``weight`` × the checkpoint + the rest × ``start`` (by default the
+    MSMT17 model every OSNet run starts from: WiSE-FT)."""
+    return f"reid blend {checkpoint} --start {start} --weight {weight} --out {out}"
+
+
 def _blend_row(weight: float) -> ModelRow:
     """The dev model blended with its MSMT17 start (reid blend, WiSE-FT)."""
     return ModelRow(f"dev model blended with its MSMT17 start, weight {weight:g} (dev run)",
                     f"runs/osnet_cm2duke_blend{weight:g}", "bench/training_logs/osnet_cm2duke_retain_4ep.csv",
-                    f"reid blend runs/osnet_cm2duke_retain_4ep/last.pt --start msmt17 --weight {weight:g} "
-                    f"--out runs/osnet_cm2duke_blend{weight:g}", ("cuhk03", "market"))
+                    _blend_command("runs/osnet_cm2duke_retain_4ep/last.pt", f"{weight:g}",
+                                   f"runs/osnet_cm2duke_blend{weight:g}"), ("cuhk03", "market"))
 
 
 def _swa_row(key: str) -> ModelRow:
     """One model out of the dev run with weight averaging (configs/osnet_cm2duke_swa.yaml): its last
     or its averaged weights (``last`` / ``avg``), optionally blended with the MSMT17 start."""
     which, _, blended = key.removeprefix("swa-").partition("-blend")
-    ckpt = {"last": "last.pt", "avg": "averaged.pt"}[which]
+    ckpt = "runs/osnet_cm2duke_swa/" + {"last": "last.pt", "avg": "averaged.pt"}[which]
     out = f"runs/osnet_cm2duke_swa/{which}" + (f"_blend{blended}" if blended else "")
-    make = (f"reid blend runs/osnet_cm2duke_swa/{ckpt} --start msmt17 --weight {blended} --out {out}" if blended
-            else f"reid export runs/osnet_cm2duke_swa/{ckpt} --out {out}")
+    make = _blend_command(ckpt, blended, out) if blended else f"reid export {ckpt} --out {out}"
     what = {"last": "last weights", "avg": "mean of the weights, epochs 2–4"}[which]
     return ModelRow(f"dev recipe with weight averaging: {what}" + (f", blended {blended}" if blended else "")
                     + " (dev run)", out, "bench/training_logs/osnet_cm2duke_swa.csv",
                     f"reid train configs/osnet_cm2duke_swa.yaml; {make}", ("cuhk03", "market"))
+
+
+def soup_commands(runs: list[str], out: str) -> list[str]:
+    """`reid blend` steps that average ``runs`` with equal weights into ``out``: the running mean
+    takes run k at weight 1/k (a two-run soup is one blend at 0.5)."""
+    steps, current = [], runs[0]
+    for k, run in enumerate(runs[1:], start=2):
+        target = out if k == len(runs) else f"{out}_{k}"
+        steps.append(_blend_command(run, f"{1 / k:.4g}", target, start=current))
+        current = target
+    return steps
+
+
+def _soup_row(key: str) -> ModelRow:
+    """A soup of dev runs (SOUPS), optionally then blended with the MSMT17 start (``…-blend0.7``)."""
+    name, _, blended = key.partition("-blend")
+    what, runs = SOUPS[name]
+    out = f"runs/soups/{name}"
+    steps = [f"reid train configs/{config}.yaml" for _, config in runs] + soup_commands([c for c, _ in runs], out)
+    if blended:
+        steps.append(_blend_command(out, blended, f"{out}_blend{blended}"))
+        out = f"{out}_blend{blended}"
+    return ModelRow(f"soup of {what}" + (f", blended {blended} with the MSMT17 start" if blended else "")
+                    + " (dev run)", out, ",".join(f"bench/training_logs/{config}.csv" for _, config in runs),
+                    "; ".join(steps), ("cuhk03", "market"))
 
 
 SWA_ROWS = ("swa-last", "swa-avg", "swa-last-blend0.7", *(f"swa-avg-blend{w:g}" for w in SWA_BLEND_WEIGHTS))
@@ -190,7 +246,14 @@ MODELS = {
                             ("-retain10", ", retention weight 10"), ("-retain-4ep", ", retention, 4 epochs"),
                             ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"), ("-192", " at 192×96"),
                             ("-192-distill", " at 192×96, distilled"),
-                            ("-patch", ", retention, 4 epochs, patch aug."))},
+                            ("-patch", ", retention, 4 epochs, patch aug."),
+                            ("-mixstyle", ", retention, 4 epochs, MixStyle"))},
+    "mixstyle-blend0.7": ModelRow(
+        "dev recipe with MixStyle, blended 0.7 with its MSMT17 start (dev run)", "runs/osnet_cm2duke_mixstyle/blend0.7",
+        "bench/training_logs/osnet_cm2duke_mixstyle.csv",
+        "reid train configs/osnet_cm2duke_mixstyle.yaml; " + _blend_command(
+            "runs/osnet_cm2duke_mixstyle/last.pt", "0.7", "runs/osnet_cm2duke_mixstyle/blend0.7"),
+        ("cuhk03", "market")),
     "tkp-cm2duke": ModelRow("TKP from the dev model (image net + non-local video net) on CUHK03 + Market (dev run)",
                             "runs/tkp_osnet_cm2duke/export", "bench/training_logs/tkp_osnet_cm2duke.csv",
                             "reid train configs/tkp_osnet_cm2duke.yaml", ("cuhk03", "market")),
@@ -207,6 +270,7 @@ MODELS = {
                                        ("cuhk03", "market")),
     **{f"blend{w:g}": _blend_row(w) for w in BLEND_WEIGHTS},
     **{k: _swa_row(k) for k in SWA_ROWS},
+    **{k: _soup_row(k) for k in SOUP_ROWS},
     "v1.1-int8": ModelRow("v1.1 IANet-MobileNetV2, CUHK03 only, INT8 (previous default)", "runs/default-v1.1", "",
                           "git show 7bbe7f3:models/default/image.onnx", ("cuhk03",)),
     "osnet": ModelRow("OSNet-x0.25 (MSMT17, third-party peer)", str(OSNET), "", "—", ()),
@@ -218,12 +282,17 @@ def model_path(row: ModelRow) -> Path:
 
 
 def train_minutes(log: str) -> str:
-    path = REPO / log
-    if not log or not path.is_file():
+    """Training time from the row's log; a soup's row lists its runs' logs, comma-separated, and sums them."""
+    paths = [REPO / part for part in log.split(",") if part]
+    if not paths or not all(p.is_file() for p in paths):
         return "—"
-    with open(path) as f:
-        rows = list(csv.DictReader(f))
-    return f"{float(rows[-1]['train_seconds']) / 60:.0f} min ({rows[-1]['epoch']} epochs)"
+    last = []
+    for path in paths:
+        with open(path) as f:
+            last.append(list(csv.DictReader(f))[-1])
+    minutes = sum(float(r["train_seconds"]) for r in last) / 60
+    epochs = "+".join(r["epoch"] for r in last)
+    return f"{minutes:.0f} min ({epochs} epochs)"
 
 
 def embed_speeds(models: list[tuple[Path, bool]], images: list) -> list[float]:

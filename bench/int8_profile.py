@@ -30,15 +30,18 @@ CONVS = ("Conv", "FusedConv", "QLinearConv", "ConvInteger", "NhwcFusedConv")
 
 
 def kernel_times(path: Path, batch: np.ndarray, threads: int) -> tuple[float, collections.Counter]:
-    """(ms per batch, µs per operator type summed over the runs) from ORT's profile."""
+    """(ms per batch, µs per operator type summed over the runs) from ORT's profile, of the graph a
+    query runs: cut down to the embedding (the service's embed session)."""
     import onnxruntime as ort
+
+    from reid.service.embedder import first_output_graph
 
     so = ort.SessionOptions()
     so.intra_op_num_threads = threads
     so.enable_profiling = True
     so.profile_file_prefix = str(Path(tempfile.gettempdir()) / "reid_int8_profile")
     so.add_session_config_entry("session.intra_op.allow_spinning", "0")
-    sess = ort.InferenceSession(str(path), so, providers=["CPUExecutionProvider"])
+    sess = ort.InferenceSession(first_output_graph(path) or str(path), so, providers=["CPUExecutionProvider"])
     sess.run(None, {"images": batch})  # warm-up, not profiled separately: skipped below
     for _ in range(RUNS):
         sess.run(None, {"images": batch})

@@ -64,6 +64,28 @@ def test_the_ends_are_the_two_models_and_the_middle_is_their_mix(two_models, tmp
     assert meta["reid.trained_on"].startswith("unit-test 1; blended 0.25 with")
 
 
+def test_a_soup_of_a_mixstyle_run_and_a_plain_run_is_their_mean(two_models, tmp_path: Path):
+    """A model soup (bench/accuracy.md): `reid blend A --start B --weight 0.5` on two runs of the same
+    network, one trained with MixStyle, gives the tensor-wise mean, which serves as the plain network."""
+    (plain_ckpt, plain), _ = two_models
+    cfg = _osnet_config(tmp_path / "data", "mix")
+    cfg.optim.epochs, cfg.seed, cfg.model.mixstyle_after = 1, 3, ["layer1", "layer2"]
+    trainer = Trainer(cfg)
+    mix_ckpt = trainer.run()
+    export_model(trainer.model.eval(), trainer.cfg.model, tmp_path / "mix_export")
+    result = CliRunner().invoke(app, ["blend", str(mix_ckpt), "--start", str(plain_ckpt), "--weight", "0.5",
+                                      "--out", str(tmp_path / "soup")])
+    assert result.exit_code == 0, result.output
+    a, b, soup = _weights(tmp_path / "mix_export"), _weights(plain), _weights(tmp_path / "soup")
+    assert a.keys() == b.keys() == soup.keys()  # MixStyle adds no weights
+    for k in soup:
+        if a[k].dtype.kind == "f":
+            np.testing.assert_allclose(soup[k], (a[k] + b[k]) / 2, rtol=1e-5, atol=1e-6)
+    x = np.random.default_rng(1).standard_normal((2, 3, 64, 32)).astype(np.float32)
+    y = _ort(tmp_path / "soup" / "image.onnx", x)
+    assert y.shape == (2, 512) and np.isfinite(y).all()
+
+
 def _text(output: str) -> str:
     """The CLI's message without rich's box and line wrapping."""
     return " ".join(output.replace("│", " ").split())
