@@ -242,7 +242,8 @@ def register(app: typer.Typer) -> None:
               version: str = typer.Option(None, help="version recorded in the new model (default: <old>+blend<w>)"),
               ) -> None:
         """Blend a fine-tuned model's weights with its start's (WiSE-FT; reid/models/blend.py): the same
-        network, more accurate on cameras neither saw (bench/accuracy.md, blend ablation)."""
+        network, more accurate on cameras neither saw (bench/accuracy.md, blend ablation). With another
+        run of the same network as --start and weight 0.5 it averages the two runs (a model soup)."""
         from reid.models.blend import blend as blend_weights
         from reid.models.export import export_model
         from reid.models.preprocess import read_onnx_metadata
