@@ -17,7 +17,7 @@ import onnx
 import pytest
 from onnx import TensorProto, helper
 
-from reid.service.embedder import Embedder, first_output_graph
+from reid.service.embedder import Embedder, ModelError, first_output_graph
 from reid.service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
 from reid.service.index import VectorIndex
 from reid.service.settings import Settings
@@ -81,6 +81,16 @@ def test_plain_embedding_runs_only_the_graph_the_embedding_needs(osnet_onnx: Pat
         np.testing.assert_allclose(e.embed(images), x, atol=1e-6)
     finally:
         e.close()
+
+
+def test_a_pair_model_beside_a_model_without_maps_is_a_clear_error(osnet_onnx: Path, tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    shutil.copy(osnet_onnx, model / "image.onnx")  # one output: no maps for CAN
+    (model / "pair.onnx").write_bytes(b"not checked: the maps are missing first")
+    pre = json.dumps({"height": 256, "width": 128})
+    with pytest.raises(ModelError, match="maps output"):
+        Embedder(settings(tmp_path, model=model, preprocess=pre))
 
 
 def test_a_lone_request_does_not_wait_for_company(tmp_path: Path) -> None:

@@ -249,12 +249,10 @@ class Embedder:
 
     def _pair_model(self, path: Path, settings: Settings, providers: list[str]) -> PairModel:
         """CAN's pair model (the model directory has one); image.onnx must output maps."""
-        if "maps" not in self._outputs:
-            raise ModelError(f"{path} needs image.onnx's maps output, which {self.info.image_path} lacks "
-                             "(export it again)")
+        map_shape = self.embed_maps([np.zeros((8, 4, 3), np.uint8)]).shape[1:]  # a clear error without maps
         try:
             pair = PairModel(path, providers=providers, threads=settings.intra_op_threads)
-            pair.check(self.embed_maps([np.zeros((8, 4, 3), np.uint8)]).shape[1:])
+            pair.check(map_shape)
         except PairModelError as e:
             raise ModelError(str(e)) from e
         return pair
@@ -272,7 +270,8 @@ class Embedder:
         Runs outside the micro-batcher: it is asked for a handful of crops at a time."""
         x = preprocess(list(images_bgr), self.info.spec)
         if "maps" not in self._outputs:
-            raise ModelError(f"{self.info.image_path} has no maps output (export it again for CAN)")
+            raise ModelError(f"CAN's pair model ({PAIR_FILE}) needs image.onnx's maps output, which "
+                             f"{self.info.image_path} lacks (export it again)")
         return np.asarray(self.whole_session().run(["maps"], {self.input_name: x})[0], np.float32)
 
     def _probe_dim(self, spec: PreprocessSpec, meta: dict[str, str]) -> int:
