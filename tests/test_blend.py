@@ -45,8 +45,8 @@ def test_the_ends_are_the_two_models_and_the_middle_is_their_mix(two_models, tmp
     (tuned_ckpt, tuned), (_, start) = two_models
     x = np.random.default_rng(0).standard_normal((3, 3, 64, 32)).astype(np.float32)
     for weight, same_as in ((1.0, tuned), (0.0, start)):
-        net, cfg = blend(tuned_ckpt, start, weight)
-        export_model(net, cfg, tmp_path / f"w{weight}")
+        blended = blend(tuned_ckpt, start, weight)
+        export_model(blended.net, blended.cfg, tmp_path / f"w{weight}")
         np.testing.assert_allclose(_ort(tmp_path / f"w{weight}" / "image.onnx", x), _ort(same_as / "image.onnx", x),
                                    atol=1e-5)
     result = CliRunner().invoke(app, ["blend", str(tuned), "--start", str(start), "--weight", "0.25",
@@ -113,5 +113,5 @@ def test_bad_inputs_are_clear_errors(two_models, tmp_path: Path):
     bad_ckpt = tmp_path / "bad.pt"
     bad_ckpt.write_text("x")
     res = runner.invoke(app, ["blend", str(bad_ckpt), "--start", str(tuned), "--weight", "0.5", *out])
-    assert res.exit_code == 2 and "not a reid checkpoint" in _text(res.output)
+    assert res.exit_code == 2 and "bad.pt is not a PyTorch checkpoint" in _text(res.output)
     assert not (tmp_path / "o").exists()

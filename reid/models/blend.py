@@ -10,28 +10,29 @@ It costs nothing at run time: the blended net is the same network.
 
 from __future__ import annotations
 
-import json
+from dataclasses import dataclass
 from pathlib import Path
 
 import torch
 from torch import nn
 
-from reid.models.networks import ModelConfig, build_model, image_branch, trained_image_state
+from reid.models.networks import ModelConfig, TrainedImageNet, build_model, image_branch, read_trained_image_net
 
 
-def model_config_of(source: str | Path) -> ModelConfig:
-    """The image net's config of a reid checkpoint or exported model directory."""
-    path = Path(source)
-    if path.is_dir():
-        file = path / "model_config.json"
-        if not file.is_file():
-            raise ValueError(f"{source}: no model_config.json (not a reid model directory)")
-        values = json.loads(file.read_text())
-    else:
-        try:
-            values = torch.load(path, map_location="cpu", weights_only=False)["model_config"]
-        except Exception as exc:  # not a file, not a checkpoint, not a reid checkpoint
-            raise ValueError(f"{source} is not a reid checkpoint ({type(exc).__name__}: {exc})") from exc
+@dataclass
+class Blended:
+    """The blended image net, its config, and the fine-tuned model it was made from (read once)."""
+
+    net: nn.Module
+    cfg: ModelConfig
+    tuned: TrainedImageNet
+
+
+def _image_config(tuned: TrainedImageNet, source: str | Path) -> ModelConfig:
+    """The config of the fine-tuned image net alone (a TKP checkpoint's image half, no classifier)."""
+    if tuned.config is None:
+        raise ValueError(f"{source}: no model_config.json (not a reid model directory)")
+    values = tuned.config
     arch = "baseline" if values.get("arch") == "tkp" else values.get("arch", "baseline")
     return ModelConfig.from_dict({**values, "arch": arch, "pretrained": None, "init_from": None, "num_classes": 0})
 
@@ -41,25 +42,26 @@ def start_state(cfg: ModelConfig, start: str | Path) -> dict[str, torch.Tensor]:
     config's ``pretrained`` takes for this backbone (``msmt17``, a weights file)."""
     path = Path(start)
     if path.is_dir() or path.suffix in (".pt", ".pth"):
-        return trained_image_state(path)
+        return read_trained_image_net(path).state
     net = build_model(ModelConfig.from_dict({**cfg.to_dict(), "pretrained": str(start)}))
     return image_branch(net).state_dict()
 
 
-def blend(finetuned: str | Path, start: str | Path, weight: float) -> tuple[nn.Module, ModelConfig]:
+def blend(finetuned: str | Path, start: str | Path, weight: float) -> Blended:
     """The fine-tuned image net with every float tensor (weights and BatchNorm statistics) moved to
     ``weight · fine-tuned + (1 − weight) · start``."""
     if not 0.0 <= weight <= 1.0:
         raise ValueError(f"blend weight must be in [0, 1], got {weight}")
-    cfg = model_config_of(finetuned)
+    tuned = read_trained_image_net(finetuned)
+    cfg = _image_config(tuned, finetuned)
     net = build_model(cfg)
-    net.load_state_dict(trained_image_state(finetuned), strict=False)
-    tuned, begin = net.state_dict(), start_state(cfg, start)
-    mismatched = [k for k, v in tuned.items()
+    net.load_state_dict(tuned.state, strict=False)
+    weights, begin = net.state_dict(), start_state(cfg, start)
+    mismatched = [k for k, v in weights.items()
                   if v.is_floating_point() and (k not in begin or begin[k].shape != v.shape)]
     if mismatched:
         raise ValueError(f"{start} does not fit {finetuned}: {len(mismatched)} tensors differ or are missing "
                          f"(first: {', '.join(mismatched[:3])})")
     net.load_state_dict({k: weight * v + (1 - weight) * begin[k] if v.is_floating_point() else v
-                         for k, v in tuned.items()})
-    return net.eval(), cfg
+                         for k, v in weights.items()})
+    return Blended(net.eval(), cfg, tuned)

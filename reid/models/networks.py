@@ -221,28 +221,45 @@ def build_model(cfg: ModelConfig) -> nn.Module:
     return model
 
 
-def trained_image_state(source: str | Path) -> dict[str, torch.Tensor]:
-    """An image net's weights (backbone + neck, no classifier) from a reid training checkpoint or
-    an exported model directory / ``image.onnx`` (its initialisers keep the module names)."""
+@dataclass(frozen=True)
+class TrainedImageNet:
+    """A trained image net as stored, read once: its weights (backbone + neck, no classifier), its
+    ``model_config`` values (None for a bare ``image.onnx``) and where it came from."""
+
+    state: dict[str, torch.Tensor]
+    config: dict | None
+    trained_on: str
+    version: str
+
+
+def read_trained_image_net(source: str | Path) -> TrainedImageNet:
+    """A reid training checkpoint or an exported model directory / ``image.onnx`` (its initialisers
+    keep the module names)."""
     path = Path(source)
     if path.is_dir():
         path = path / "image.onnx"
     if not path.is_file():
-        raise FileNotFoundError(f"model.init_from: {source} not found (a training checkpoint or a model directory)")
+        raise FileNotFoundError(f"{source} not found (a training checkpoint or a model directory)")
     if path.suffix == ".onnx":
+        import json
+
         import onnx
         from onnx import numpy_helper
 
-        graph = onnx.load(str(path)).graph
+        model = onnx.load(str(path))
         state = {t.name.removeprefix("net."): torch.from_numpy(numpy_helper.to_array(t).copy())
-                 for t in graph.initializer if t.name.startswith("net.")}
+                 for t in model.graph.initializer if t.name.startswith("net.")}
         if not state:
-            raise ValueError(f"model.init_from: {path} is not a reid export (no net.* weights)")
-        return state
+            raise ValueError(f"{path} is not a reid export (no net.* weights)")
+        meta = {p.key: p.value for p in model.metadata_props}
+        config_file = path.parent / "model_config.json"
+        config = json.loads(config_file.read_text()) if config_file.is_file() else None
+        return TrainedImageNet(state, config, meta.get("reid.trained_on", "unknown"), meta.get("reid.version", "0"))
     _, _, ckpt = load_checkpoint(str(path))
     prefix = "image_net." if ckpt["model_config"].get("arch") == "tkp" else ""
-    return {k.removeprefix(prefix): v for k, v in ckpt["model"].items()
-            if k.startswith(prefix) and not k.removeprefix(prefix).startswith("classifier.")}
+    state = {k.removeprefix(prefix): v for k, v in ckpt["model"].items()
+             if k.startswith(prefix) and not k.removeprefix(prefix).startswith("classifier.")}
+    return TrainedImageNet(state, ckpt["model_config"], ckpt.get("trained_on", "unknown"), "0")
 
 
 def init_from_trained(model: nn.Module, source: str | Path) -> None:
@@ -250,7 +267,11 @@ def init_from_trained(model: nn.Module, source: str | Path) -> None:
     (block by block, skipping the non-local blocks, which start as identities): TKP then starts
     from the best image model instead of ImageNet (issue 10)."""
     image = image_branch(model)
-    missing, unexpected = image.load_state_dict(trained_image_state(source), strict=False)
+    try:
+        state = read_trained_image_net(source).state
+    except FileNotFoundError as exc:
+        raise FileNotFoundError(f"model.init_from: {exc}") from exc
+    missing, unexpected = image.load_state_dict(state, strict=False)
     missing = [k for k in missing if not k.startswith("classifier.") and not k.endswith("num_batches_tracked")]
     if missing or unexpected:
         raise ValueError(f"model.init_from: {source} does not fit this model: missing {missing[:5]}, "

@@ -206,11 +206,11 @@ def register(app: typer.Typer) -> None:
         trainer = _built(lambda: Trainer(adapt_config(model, manifest, run_dir, epochs)))
         trainer.run(resume=resume)
         # blended with the start: better than the adapted net on its own cameras and on others (bench/adapt.md)
-        net, cfg = blend_weights(trainer.checkpoint_path(), model, blend)
+        blended = blend_weights(trainer.checkpoint_path(), model, blend)
         meta = read_onnx_metadata(str(model / "image.onnx"))
         trained_on = (f"{meta.get('reid.trained_on', 'unknown')}; adapted on {manifest.tracklets} unlabelled "
                       f"tracklets of {manifest.cameras} camera(s), blended {blend:g} with the model it started from")
-        paths = export_model(net, cfg, out, trained_on=trained_on,
+        paths = export_model(blended.net, blended.cfg, out, trained_on=trained_on,
                              version=version or f"{meta.get('reid.version', '0')}+adapted")
         for p in paths:
             typer.echo(str(p))
@@ -246,24 +246,16 @@ def register(app: typer.Typer) -> None:
         run of the same network as --start and weight 0.5 it averages the two runs (a model soup)."""
         from reid.models.blend import blend as blend_weights
         from reid.models.export import export_model
-        from reid.models.preprocess import read_onnx_metadata
 
         if not model.exists():
             raise typer.BadParameter(f"model not found: {model}", param_hint="MODEL")
         try:
-            net, cfg = blend_weights(model, start, weight)
+            blended = blend_weights(model, start, weight)
         except (ValueError, FileNotFoundError) as exc:
             raise typer.BadParameter(str(exc)) from exc
-        if model.is_dir():
-            meta = read_onnx_metadata(str(model / "image.onnx"))
-            trained_on, old_version = meta.get("reid.trained_on", "unknown"), meta.get("reid.version", "0")
-        else:
-            import torch
-
-            ckpt = torch.load(model, map_location="cpu", weights_only=False)
-            trained_on, old_version = ckpt.get("trained_on", "unknown"), "0"
-        paths = export_model(net, cfg, out, trained_on=f"{trained_on}; blended {weight:g} with {start}",
-                             version=version or f"{old_version}+blend{weight:g}")
+        tuned = blended.tuned
+        paths = export_model(blended.net, blended.cfg, out, trained_on=f"{tuned.trained_on}; blended {weight:g} "
+                             f"with {start}", version=version or f"{tuned.version}+blend{weight:g}")
         for p in paths:
             typer.echo(str(p))
 
