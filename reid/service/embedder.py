@@ -28,7 +28,7 @@ import onnx.utils
 import onnxruntime as ort
 
 from reid.models.pair_model import PAIR_FILE, PairModel, PairModelError
-from reid.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess, read_onnx_metadata
+from reid.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess
 from reid.models.vrstc import VrstcConfig
 from reid.models.vrstc import pool as vrstc_pool
 from reid.service.settings import Settings
@@ -122,12 +122,13 @@ def _spec_from_config(raw: str) -> PreprocessSpec:
         raise ModelError(f"bad REID_PREPROCESS: {e}") from e
 
 
-def first_output_graph(path: Path) -> bytes | None:
+def first_output_graph(model: Path | onnx.ModelProto) -> bytes | None:
     """The model cut down to what its first output (the embedding) needs, or None when that is
     all it computes. ORT inference builds run every node whatever outputs a call names
     (onnxruntime#16483), so without this each plain query also paid for the region features
     (VRSTC) and the spatial maps (CAN)."""
-    model = onnx.load(str(path))
+    if not isinstance(model, onnx.ModelProto):
+        model = onnx.load(str(model))
     outputs = [o.name for o in model.graph.output]
     if len(outputs) < 2:
         return None
@@ -136,22 +137,23 @@ def first_output_graph(path: Path) -> bytes | None:
     return onnx.utils.Extractor(model).extract_model(inputs, outputs[:1]).SerializeToString()
 
 
-def _output_names(path: Path) -> list[str]:
+def _load_onnx(path: Path) -> tuple[onnx.ModelProto, bytes | None]:
+    """The parsed model and its graph cut down to the embedding (first_output_graph)."""
     try:
-        return [o.name for o in onnx.load(str(path), load_external_data=False).graph.output]
+        model = onnx.load(str(path))
+        return model, first_output_graph(model)
     except Exception as e:  # onnx raises DecodeError and others for a bad file
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
 
 
-def _session(path: Path, settings: Settings, providers: list[str],
-             first_output_only: bool = False) -> ort.InferenceSession:
+def _session(path: Path, settings: Settings, providers: list[str], graph: bytes | None = None) -> ort.InferenceSession:
+    """An ORT session of the file at ``path``, or of ``graph`` (a cut-down copy of it) when given."""
     so = ort.SessionOptions()
     so.intra_op_num_threads = settings.intra_op_threads
     so.inter_op_num_threads = settings.inter_op_threads
     so.graph_optimization_level = _OPT_LEVELS[settings.graph_optimization]
     so.add_session_config_entry("session.intra_op.allow_spinning", "1" if settings.ort_spinning else "0")
     try:
-        graph = first_output_graph(path) if first_output_only else None
         return ort.InferenceSession(graph or str(path), sess_options=so, providers=providers)
     except Exception as e:  # ORT (and onnx) raise several types for a bad file
         raise ModelError(f"cannot load ONNX model {path}: {e}") from e
@@ -181,14 +183,16 @@ class Embedder:
         self.on_batch = on_batch
         image_path, video_path = resolve_model(settings.model)
         providers = choose_providers(settings.device)
-        meta = read_onnx_metadata(str(image_path))
+        model, embedding_graph = _load_onnx(image_path)  # parsed once: metadata, output names, the cut graph
+        meta = {p.key: p.value for p in model.metadata_props}
+        self._outputs = [o.name for o in model.graph.output]
         # plain embeddings run the graph cut down to the embedding; the whole graph (region
         # features, spatial maps) is loaded on first use, by VRSTC pooling or a CAN pair model
-        self.embed_session = _session(image_path, settings, providers, first_output_only=True)
+        self.embed_session = _session(image_path, settings, providers, graph=embedding_graph)
+        del model, embedding_graph
         inp = self.embed_session.get_inputs()[0]
         self.input_name = inp.name
         self._first_output = self.embed_session.get_outputs()[0].name
-        self._outputs = _output_names(image_path)
         spec = self._spec(meta, inp.shape, settings)
         self.video_session: ort.InferenceSession | None = None
         clip_len = None
