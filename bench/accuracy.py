@@ -79,6 +79,9 @@ SOUPS = {
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
         ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle"),
         ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")]),
+    "soup-seed2": ("the dev run and a second plain run (seed 2)", [
+        ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
+        ("runs/osnet_cm2duke_seed2/last.pt", "osnet_cm2duke_seed2")]),
 }
 SOUP_ROWS = tuple(k for name in SOUPS for k in (name, f"{name}-blend0.7"))
 #: the ablation tables: one change at a time against each group's first row, all trained without
@@ -130,6 +133,7 @@ ABLATION = {
     "--weight 0.5`), then blended with the MSMT17 start": {
         "osnet-cm2duke-retain-4ep": "baseline: the dev model (one run)",
         "blend0.7": "the dev model blended 0.7 with the MSMT17 start (the v3.2 recipe)",
+        "osnet-cm2duke-seed2": "a second run of the dev recipe, seed 2 instead of 1 (no soup)",
         **{k: ("soup of " + SOUPS[k.partition("-blend")[0]][0]
                + (", blended 0.7 with the MSMT17 start" if "-blend" in k else "")) for k in SOUP_ROWS}},
 }
@@ -220,10 +224,17 @@ def _soup_row(key: str) -> ModelRow:
 SWA_ROWS = ("swa-last", "swa-avg", "swa-last-blend0.7", *(f"swa-avg-blend{w:g}" for w in SWA_BLEND_WEIGHTS))
 
 MODELS = {
-    "v3.2": ModelRow("v3.2 = v3.1 blended 0.7 with its MSMT17 start (shipped default)",
-                     "reid/models/default", "reid/models/default/training_log.csv",
+    "v3.3": ModelRow("v3.3 = soup of v3.1 and its MixStyle run, blended 0.7 with the MSMT17 start (shipped default)",
+                     "reid/models/default",
+                     "reid/models/default/training_log.csv,reid/models/default/training_log_mixstyle.csv",
+                     "reid train configs/osnet_multi_4ep.yaml; reid train configs/osnet_multi_mixstyle.yaml; "
+                     "reid blend … --weight 0.5; reid blend … --start msmt17 --weight 0.7 "
+                     "(reid/models/default/MODEL_CARD.md)", ("cuhk03", "market", "duke")),
+    "v3.2": ModelRow("v3.2 = v3.1 blended 0.7 with its MSMT17 start (previous default)",
+                     "runs/default-v3.2", "reid/models/default/training_log.csv",
                      "reid train configs/osnet_multi_4ep.yaml; reid export …; reid blend … --start msmt17 "
-                     "--weight 0.7 (reid/models/default/MODEL_CARD.md)", ("cuhk03", "market", "duke")),
+                     "--weight 0.7 (the file: git show 2a2db7f:reid/models/default/image.onnx)",
+                     ("cuhk03", "market", "duke")),
     "v3.1": ModelRow("v3.1 OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market + Duke, 4 epochs (previous default)",
                      "runs/default-v3.1", "reid/models/default/training_log.csv",
                      "reid train configs/osnet_multi_4ep.yaml (the file: git show 5b7de82:reid/models/default/"
@@ -247,7 +258,8 @@ MODELS = {
                             ("-128", " at 128×64"), ("-128-distill", " at 128×64, distilled"), ("-192", " at 192×96"),
                             ("-192-distill", " at 192×96, distilled"),
                             ("-patch", ", retention, 4 epochs, patch aug."),
-                            ("-mixstyle", ", retention, 4 epochs, MixStyle"))},
+                            ("-mixstyle", ", retention, 4 epochs, MixStyle"),
+                            ("-seed2", ", retention, 4 epochs, seed 2"))},
     "mixstyle-blend0.7": ModelRow(
         "dev recipe with MixStyle, blended 0.7 with its MSMT17 start (dev run)", "runs/osnet_cm2duke_mixstyle/blend0.7",
         "bench/training_logs/osnet_cm2duke_mixstyle.csv",
