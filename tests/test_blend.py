@@ -84,6 +84,11 @@ def test_a_soup_of_a_mixstyle_run_and_a_plain_run_is_their_mean(two_models, tmp_
     x = np.random.default_rng(1).standard_normal((2, 3, 64, 32)).astype(np.float32)
     y = _ort(tmp_path / "soup" / "image.onnx", x)
     assert y.shape == (2, 512) and np.isfinite(y).all()
+    from reid.models.preprocess import read_onnx_metadata
+
+    meta = read_onnx_metadata(str(tmp_path / "soup" / "image.onnx"))  # provenance from the checkpoint
+    assert meta["reid.version"] == "0+blend0.5"
+    assert meta["reid.trained_on"].endswith(f"ids; blended 0.5 with {plain_ckpt}"), meta["reid.trained_on"]
 
 
 def _text(output: str) -> str:
