@@ -15,7 +15,7 @@ from reid.models.backbones import Backbone, apply_ibn, build_backbone, insert_af
 from reid.models.ia import IABlock
 from reid.models.mixstyle import MixStyle
 from reid.models.nonlocal_block import NonLocalBlock
-from reid.models.preprocess import PreprocessSpec
+from reid.models.preprocess import PreprocessSpec, onnx_metadata
 
 
 @dataclass
@@ -251,7 +251,7 @@ def read_trained_image_net(source: str | Path) -> TrainedImageNet:
                  for t in model.graph.initializer if t.name.startswith("net.")}
         if not state:
             raise ValueError(f"{path} is not a reid export (no net.* weights)")
-        meta = {p.key: p.value for p in model.metadata_props}
+        meta = onnx_metadata(model)
         config_file = path.parent / "model_config.json"
         config = json.loads(config_file.read_text()) if config_file.is_file() else None
         return TrainedImageNet(state, config, meta.get("reid.trained_on", "unknown"), meta.get("reid.version", "0"))

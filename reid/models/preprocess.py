@@ -131,12 +131,16 @@ def spec_dict(spec: PreprocessSpec) -> dict:
     return asdict(spec)
 
 
+def onnx_metadata(model) -> dict[str, str]:
+    """The ``metadata_props`` of a loaded ``onnx.ModelProto`` as a dict."""
+    return {p.key: p.value for p in model.metadata_props}
+
+
 def read_onnx_metadata(path: str) -> dict[str, str]:
     """The ``metadata_props`` of an ONNX file as a dict (torch-free)."""
     import onnx
 
-    model = onnx.load(str(path), load_external_data=False)
-    return {p.key: p.value for p in model.metadata_props}
+    return onnx_metadata(onnx.load(str(path), load_external_data=False))
 
 
 def write_onnx_metadata(path: str | Path, meta: dict[str, str]) -> None:

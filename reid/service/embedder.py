@@ -28,7 +28,7 @@ import onnx.utils
 import onnxruntime as ort
 
 from reid.models.pair_model import PAIR_FILE, PairModel, PairModelError
-from reid.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, preprocess
+from reid.models.preprocess import IMAGENET_MEAN, IMAGENET_STD, PreprocessSpec, onnx_metadata, preprocess
 from reid.models.vrstc import VrstcConfig
 from reid.models.vrstc import pool as vrstc_pool
 from reid.service.settings import Settings
@@ -184,7 +184,7 @@ class Embedder:
         image_path, video_path = resolve_model(settings.model)
         providers = choose_providers(settings.device)
         model, embedding_graph = _load_onnx(image_path)  # parsed once: metadata, output names, the cut graph
-        meta = {p.key: p.value for p in model.metadata_props}
+        meta = onnx_metadata(model)
         self._outputs = [o.name for o in model.graph.output]
         # plain embeddings run the graph cut down to the embedding; the whole graph (region
         # features, spatial maps) is loaded on first use, by VRSTC pooling or a CAN pair model
