@@ -93,6 +93,14 @@ def test_a_pair_model_beside_a_model_without_maps_is_a_clear_error(osnet_onnx: P
         Embedder(settings(tmp_path, model=model, preprocess=pre))
 
 
+def test_a_corrupt_model_file_is_a_clear_error(tmp_path: Path) -> None:
+    model = tmp_path / "model"
+    model.mkdir()
+    (model / "image.onnx").write_bytes(b"not an ONNX file")
+    with pytest.raises(ModelError, match="cannot load ONNX model .*image.onnx"):
+        Embedder(settings(tmp_path, model=model))
+
+
 def test_a_lone_request_does_not_wait_for_company(tmp_path: Path) -> None:
     sizes: list[int] = []
     e = Embedder(settings(tmp_path, max_wait_ms=3000, max_batch=8), on_batch=sizes.append)
