@@ -35,9 +35,6 @@ RUN pip install "$(ls /pkg/*.whl)[${EXTRAS}]" \
  && pip uninstall -y onnxruntime faiss-cpu \
  && pip install "onnxruntime-gpu>=1.19" "faiss-gpu-cu12>=1.8" \
  && rm -rf /pkg
-# The shipped model is package data (reid/models/default, REID_MODEL's default); models/default-fp32
-# is the input for `reid quantize` (the default ships in FP32, so the two are the same file).
-COPY reid/models/default-fp32 /app/models/default-fp32
 # The default person detector (pinned YOLOX-nano, Apache-2.0) is fetched at build time, never at run time.
 ENV REID_CACHE=/app/cache
 RUN reid fetch-detector

@@ -1,11 +1,12 @@
 """Embedding throughput: the service's ONNX Runtime worker vs PyTorch eager on the same network.
 
-The torch model is built from reid/models/default-fp32/model_config.json with models.networks and random
+The torch model is built from the model directory's model_config.json with models.networks and random
 weights (speed only). All runtimes get the same preprocessed batches and the same thread count.
-Rows: ORT graph optimisation levels and an offline-optimised file on the FP32 export, the shipped
-INT8 quantisation of it (reid/models/default, made by `reid quantize`), and the service worker on the
-shipped model. Accuracy of the FP32 and INT8 files comes from `reid eval` on CUHK03 val in the same
-run, so a speed-up is never reported without its accuracy. Writes bench/embed_speed.md.
+Rows: ORT graph optimisation levels and an offline-optimised file on the FP32 export, `--int8`
+(an INT8 quantisation made by `reid quantize`; by default the shipped FP32 model itself, a second
+timing of the same file that shows the run's noise), and the service worker on that model.
+Accuracy of the FP32 and INT8 files comes from `reid eval` on CUHK03 val in the same run, so a
+speed-up is never reported without its accuracy. Writes bench/embed_speed.md.
 
     python bench/embed_speed.py [--threads 2] [--batch 32] [--images 256] [--out FILE]
 """
@@ -90,9 +91,9 @@ def main() -> None:
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--images", type=int, default=256)
-    ap.add_argument("--model", default=str(REPO / "reid" / "models" / "default-fp32"), help="FP32 model dir")
+    ap.add_argument("--model", default=str(REPO / "reid" / "models" / "default"), help="FP32 model dir")
     ap.add_argument("--int8", default=str(REPO / "reid" / "models" / "default"),
-                    help="the shipped model: its INT8 quantisation (reid quantize), or the FP32 file itself")
+                    help="an INT8 quantisation (reid quantize), or by default the shipped FP32 model itself")
     ap.add_argument("--out", default=str(REPO / "bench" / "embed_speed.md"))
     args = ap.parse_args()
 

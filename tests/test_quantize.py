@@ -22,7 +22,7 @@ from reid.models.preprocess import PreprocessSpec, preprocess, read_image, read_
 from reid.models.quantize import QuantizeError, image_files, quantize_model
 
 DEFAULT = REPO / "reid" / "models" / "default"
-FP32 = REPO / "reid" / "models" / "default-fp32"
+FP32 = DEFAULT  # the default ships in FP32: it is the quantiser's input
 
 
 def _reid(*args: str) -> subprocess.CompletedProcess:
@@ -53,7 +53,6 @@ def test_shipped_default_is_the_fp32_export():
     """v3 (OSNet-x0.25): its INT8 quantisation reaches the agreement target but embeds *slower*
     than FP32 on this CPU (bench/embed_speed_int8.md), so the FP32 export is what
     ships (reid/models/default/MODEL_CARD.md)."""
-    assert (DEFAULT / "image.onnx").read_bytes() == (FP32 / "image.onnx").read_bytes()
     meta = read_onnx_metadata(str(DEFAULT / "image.onnx"))
     assert meta.get("reid.precision", "fp32") == "fp32"
     card = (DEFAULT / "MODEL_CARD.md").read_text().splitlines()[0]
