@@ -21,11 +21,13 @@ from reid.models.networks import ModelConfig, TrainedImageNet, build_model, imag
 
 @dataclass
 class Blended:
-    """The blended image net, its config, and the fine-tuned model it was made from (read once)."""
+    """The blended image net, its config, and the two models it was made from (each read once;
+    ``start`` is None when the start is pretrained weights such as ``msmt17``)."""
 
     net: nn.Module
     cfg: ModelConfig
     tuned: TrainedImageNet
+    start: TrainedImageNet | None
 
 
 def _image_config(tuned: TrainedImageNet, source: str | Path) -> ModelConfig:
@@ -37,14 +39,15 @@ def _image_config(tuned: TrainedImageNet, source: str | Path) -> ModelConfig:
     return ModelConfig.from_dict({**values, "arch": arch, "pretrained": None, "init_from": None, "num_classes": 0})
 
 
-def start_state(cfg: ModelConfig, start: str | Path) -> dict[str, torch.Tensor]:
-    """The start's weights: a reid model (checkpoint or model directory), or whatever the
-    config's ``pretrained`` takes for this backbone (``msmt17``, a weights file)."""
+def read_start(cfg: ModelConfig, start: str | Path) -> tuple[dict[str, torch.Tensor], TrainedImageNet | None]:
+    """The start's weights: a reid model (checkpoint or model directory, returned too), or whatever
+    the config's ``pretrained`` takes for this backbone (``msmt17``, a weights file)."""
     path = Path(start)
     if path.is_dir() or path.suffix in (".pt", ".pth"):
-        return read_trained_image_net(path).state
+        model = read_trained_image_net(path)
+        return model.state, model
     net = build_model(ModelConfig.from_dict({**cfg.to_dict(), "pretrained": str(start)}))
-    return image_branch(net).state_dict()
+    return image_branch(net).state_dict(), None
 
 
 def blend(finetuned: str | Path, start: str | Path, weight: float) -> Blended:
@@ -56,7 +59,7 @@ def blend(finetuned: str | Path, start: str | Path, weight: float) -> Blended:
     cfg = _image_config(tuned, finetuned)
     net = build_model(cfg)
     net.load_state_dict(tuned.state, strict=False)
-    weights, begin = net.state_dict(), start_state(cfg, start)
+    weights, (begin, start_model) = net.state_dict(), read_start(cfg, start)
     mismatched = [k for k, v in weights.items()
                   if v.is_floating_point() and (k not in begin or begin[k].shape != v.shape)]
     if mismatched:
@@ -64,4 +67,4 @@ def blend(finetuned: str | Path, start: str | Path, weight: float) -> Blended:
                          f"(first: {', '.join(mismatched[:3])})")
     net.load_state_dict({k: weight * v + (1 - weight) * begin[k] if v.is_floating_point() else v
                          for k, v in weights.items()})
-    return Blended(net.eval(), cfg, tuned)
+    return Blended(net.eval(), cfg, tuned, start_model)

@@ -192,7 +192,6 @@ def register(app: typer.Typer) -> None:
         then `reid reindex --model OUT` switches the gallery to the new model."""
         from reid.models.blend import blend as blend_weights
         from reid.models.export import export_model
-        from reid.models.preprocess import read_onnx_metadata
         from reid.service.commands.common import settings_from
         from reid.training.adapt import adapt_config, write_manifest
         from reid.training.engine import Trainer
@@ -207,11 +206,10 @@ def register(app: typer.Typer) -> None:
         trainer.run(resume=resume)
         # blended with the start: better than the adapted net on its own cameras and on others (bench/adapt.md)
         blended = blend_weights(trainer.checkpoint_path(), model, blend)
-        meta = read_onnx_metadata(str(model / "image.onnx"))
-        trained_on = (f"{meta.get('reid.trained_on', 'unknown')}; adapted on {manifest.tracklets} unlabelled "
+        trained_on = (f"{blended.start.trained_on}; adapted on {manifest.tracklets} unlabelled "
                       f"tracklets of {manifest.cameras} camera(s), blended {blend:g} with the model it started from")
         paths = export_model(blended.net, blended.cfg, out, trained_on=trained_on,
-                             version=version or f"{meta.get('reid.version', '0')}+adapted")
+                             version=version or f"{blended.start.version}+adapted")
         for p in paths:
             typer.echo(str(p))
         typer.echo(f"next: reid reindex --model {out} --data-dir {data_dir}")
