@@ -44,15 +44,16 @@ class EvalSet:
     modes: tuple[str, ...]
     about: str
     domain: str  # the training source that shares its cameras ("" = none of ours)
+    short: str = ""  # column label in the ablation tables
 
 
 SETS = {
     "cuhk03": EvalSet("CUHK03 val", SHARED / "data" / "cuhk03" / "val", "cuhk03", ("i2i", "i2v"),
                       "100 ids, camera A → camera B, 451 queries / 487 gallery", "cuhk03"),
     "market": EvalSet("Market-1501 test", DATASETS / "market1501", "market1501", ("i2i", "i2v"),
-                      "750 ids, 6 cameras, 3,368 queries / 15,913 gallery (incl. distractors)", "market"),
+                      "750 ids, 6 cameras, 3,368 queries / 15,913 gallery (incl. distractors)", "market", "Market"),
     "duke": EvalSet("DukeMTMC-reID test", DATASETS / "dukemtmc", "dukemtmc", ("i2i", "i2v"),
-                    "702 ids (+408 distractor ids), 8 cameras, 2,228 queries / 17,661 gallery", "duke"),
+                    "702 ids (+408 distractor ids), 8 cameras, 2,228 queries / 17,661 gallery", "duke", "Duke"),
     "partial_reid": EvalSet("Partial-REID", DATASETS / "partial" / "Partial-REID_Dataset", "partial_reid",
                             ("i2i",), "60 ids, occluded query → whole-body gallery, 300 / 300", ""),
     "partial_ilids": EvalSet("Partial-iLIDS", DATASETS / "partial" / "Partial_iLIDS", "partial_ilids", ("i2i",),
@@ -66,22 +67,27 @@ HELD_OUT = ("partial_reid", "partial_ilids")
 BLEND_WEIGHTS = (0.3, 0.5, 0.6, 0.7, 0.85)
 #: `reid blend` weights tried on the averaged dev model
 SWA_BLEND_WEIGHTS = (0.7, 0.85)
-#: model soups of leave-Duke-out dev runs (the same start, data and schedule, one change each):
-#: key → (description, [(checkpoint, config), …]); the runs are averaged with equal weights
+#: the two leave-one-place-out dev set-ups: the set judged on → (training sources, their SETS keys)
+DEV_SOURCES = {"duke": ("CUHK03 + Market", ("cuhk03", "market")), "market": ("CUHK03 + Duke", ("cuhk03", "duke"))}
+#: model soups of dev runs (the same start, data and schedule, one change each): key → (description,
+#: [(checkpoint, config), …], the dev set they are judged on); the runs are averaged with equal weights
 SOUPS = {
     "soup-mix": ("the dev run and the MixStyle run", [
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
-        ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle")]),
+        ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle")], "duke"),
     "soup-patch": ("the dev run and the patch-augmentation run", [
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
-        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")]),
+        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")], "duke"),
     "soup-mix-patch": ("the dev, MixStyle and patch runs", [
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
         ("runs/osnet_cm2duke_mixstyle/last.pt", "osnet_cm2duke_mixstyle"),
-        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")]),
+        ("runs/osnet_cm2duke_patch/last.pt", "osnet_cm2duke_patch")], "duke"),
     "soup-seed2": ("the dev run and a second plain run (seed 2)", [
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
-        ("runs/osnet_cm2duke_seed2/last.pt", "osnet_cm2duke_seed2")]),
+        ("runs/osnet_cm2duke_seed2/last.pt", "osnet_cm2duke_seed2")], "duke"),
+    "soup-cd2market": ("the leave-Market-out run and its MixStyle run", [
+        ("runs/osnet_cd2market/last.pt", "osnet_cd2market"),
+        ("runs/osnet_cd2market_mixstyle/last.pt", "osnet_cd2market_mixstyle")], "market"),
 }
 SOUP_ROWS = tuple(k for name in SOUPS for k in (name, f"{name}-blend0.7"))
 #: the ablation tables: one change at a time against each group's first row, all trained without
@@ -135,9 +141,21 @@ ABLATION = {
         "blend0.7": "the dev model blended 0.7 with the MSMT17 start (the v3.2 recipe)",
         "osnet-cm2duke-seed2": "a second run of the dev recipe, seed 2 instead of 1 (no soup)",
         **{k: ("soup of " + SOUPS[k.partition("-blend")[0]][0]
-               + (", blended 0.7 with the MSMT17 start" if "-blend" in k else "")) for k in SOUP_ROWS}},
+               + (", blended 0.7 with the MSMT17 start" if "-blend" in k else ""))
+           for k in SOUP_ROWS if SOUPS[k.partition("-blend")[0]][2] == "duke"}},
 }
 ABLATION_SET = "duke"
+#: the shipped recipe replayed on the second dev set, against the peer (the MSMT17 model every run starts from)
+MARKET_ABLATION = {
+    "The shipped recipe on a second unseen place (fine-tuned on CUHK03 + DukeMTMC-reID)": {
+        "osnet": "baseline: the MSMT17 model as it is (the peer)",
+        "osnet-cd2market": "fine-tuned: the dev recipe (retention, 4 epochs)",
+        "cd2market-blend0.7": "… blended 0.7 with the MSMT17 start (the v3.2 recipe)",
+        "osnet-cd2market-mixstyle": "a second run with MixStyle (no soup)",
+        "soup-cd2market": "soup of the two runs",
+        "soup-cd2market-blend0.7": "soup of the two runs, blended 0.7 with the MSMT17 start (the v3.3 recipe)"}}
+#: every ablation table: the set it is judged on → its groups
+ABLATIONS = {ABLATION_SET: ABLATION, "market": MARKET_ABLATION}
 #: second stages over the cosine ranking, on the leave-Duke-out dev model with a CAN trained on its
 #: training sets (configs/can_cm2duke.yaml): judged on Duke like the ablation, also shown in-domain
 #: (CUHK03) and on the held-out sets
@@ -163,10 +181,11 @@ class ModelRow:
     trained_on: tuple[str, ...]  # SETS keys whose cameras it trained on
 
 
-def _osnet_dev_run(config: str, what: str) -> ModelRow:
-    """A leave-Duke-out fine-tune of the MSMT17 OSNet: configs/<config>.yaml, log kept in bench/."""
-    return ModelRow(f"OSNet-x0.25 MSMT17 fine-tuned on CUHK03 + Market{what} (dev run)", f"runs/{config}/export",
-                    f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", ("cuhk03", "market"))
+def _osnet_dev_run(config: str, what: str, judged_on: str = "duke") -> ModelRow:
+    """A leave-one-place-out fine-tune of the MSMT17 OSNet: configs/<config>.yaml, log kept in bench/."""
+    sources, trained_on = DEV_SOURCES[judged_on]
+    return ModelRow(f"OSNet-x0.25 MSMT17 fine-tuned on {sources}{what} (dev run)", f"runs/{config}/export",
+                    f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", trained_on)
 
 
 def _blend_command(checkpoint: str, weight: str, out: str, start: str = "msmt17") -> str:
@@ -210,7 +229,7 @@ def soup_commands(runs: list[str], out: str) -> list[str]:
 def _soup_row(key: str) -> ModelRow:
     """A soup of dev runs (SOUPS), optionally then blended with the MSMT17 start (``…-blend0.7``)."""
     name, _, blended = key.partition("-blend")
-    what, runs = SOUPS[name]
+    what, runs, judged_on = SOUPS[name]
     out = f"runs/soups/{name}"
     steps = [f"reid train configs/{config}.yaml" for _, config in runs] + soup_commands([c for c, _ in runs], out)
     if blended:
@@ -218,7 +237,7 @@ def _soup_row(key: str) -> ModelRow:
         out = f"{out}_blend{blended}"
     return ModelRow(f"soup of {what}" + (f", blended {blended} with the MSMT17 start" if blended else "")
                     + " (dev run)", out, ",".join(f"bench/training_logs/{config}.csv" for _, config in runs),
-                    "; ".join(steps), ("cuhk03", "market"))
+                    "; ".join(steps), DEV_SOURCES[judged_on][1])
 
 
 SWA_ROWS = ("swa-last", "swa-avg", "swa-last-blend0.7", *(f"swa-avg-blend{w:g}" for w in SWA_BLEND_WEIGHTS))
@@ -260,6 +279,13 @@ MODELS = {
                             ("-patch", ", retention, 4 epochs, patch aug."),
                             ("-mixstyle", ", retention, 4 epochs, MixStyle"),
                             ("-seed2", ", retention, 4 epochs, seed 2"))},
+    **{f"osnet-cd2market{suffix}": _osnet_dev_run(f"osnet_cd2market{suffix.replace('-', '_')}", what, "market")
+       for suffix, what in (("", ", retention, 4 epochs"), ("-mixstyle", ", retention, 4 epochs, MixStyle"))},
+    "cd2market-blend0.7": ModelRow(
+        "leave-Market-out dev model blended 0.7 with its MSMT17 start (dev run)", "runs/osnet_cd2market/blend0.7",
+        "bench/training_logs/osnet_cd2market.csv",
+        "reid train configs/osnet_cd2market.yaml; " + _blend_command(
+            "runs/osnet_cd2market/last.pt", "0.7", "runs/osnet_cd2market/blend0.7"), DEV_SOURCES["market"][1]),
     "mixstyle-blend0.7": ModelRow(
         "dev recipe with MixStyle, blended 0.7 with its MSMT17 start (dev run)", "runs/osnet_cm2duke_mixstyle/blend0.7",
         "bench/training_logs/osnet_cm2duke_mixstyle.csv",
@@ -416,28 +442,34 @@ def render(results: dict, speeds: dict[str, float]) -> list[str]:
             mark = "in-domain" if es.domain and es.domain in MODELS[key].trained_on else "cross-domain"
             cells = [c for m in es.modes for c in cell(results, key, s, m)]
             lines.append(f"| {MODELS[key].name} | {mark} | {' | '.join(cells)} |")
-    for title, group in ABLATION.items():
-        done = [k for k in group if f"{k}|{ABLATION_SET}|i2i" in results]
-        if not done:
-            continue
-        base = results[f"{done[0]}|{ABLATION_SET}|i2i"]
-        lines += ["", f"## Ablation — {title}: judged on {SETS[ABLATION_SET].label} (cameras none of them saw)", "",
-                  "Recipe choices are made here, never on the held-out sets. Δ = change against the group's "
-                  "first row.", "",
-                  "| change | Duke R1 | Duke mAP | Δ R1 | Δ mAP | Duke I2V R1 / mAP | CUHK03 val R1 | training "
-                  "| embed img/s |",
-                  "|---|---|---|---|---|---|---|---|---|"]
-        for k in done:
-            r = results[f"{k}|{ABLATION_SET}|i2i"]
-            video = [" / ".join(cell(results, k, ABLATION_SET, "i2v")[:2])]
-            cuhk_r1 = cell(results, k, "cuhk03", "i2i")[0]
-            speed = f"{speeds[k]:.0f}" if k in speeds else "—"
-            lines.append(f"| {group[k]} | {r['rank1']:.1f} | {r['mAP']:.1f} | {r['rank1'] - base['rank1']:+.1f} | "
-                         f"{r['mAP'] - base['mAP']:+.1f} | {' | '.join(video)} | {cuhk_r1} | "
-                         f"{train_minutes(MODELS[k].log)} | {speed} |")
+    for set_key, groups in ABLATIONS.items():
+        for title, group in groups.items():
+            lines += _render_ablation(results, speeds, title, group, set_key)
     lines += _render_reranks(results)
     lines += ["", "## Commands", "", "Each cell above is the JSON line of one of these:", ""]
     lines += [f"    {results[k]['command']}" for k in sorted(results) if k.split("|")[0].split("+")[0] in keys]
+    return lines
+
+
+def _render_ablation(results: dict, speeds: dict[str, float], title: str, group: dict[str, str],
+                     set_key: str) -> list[str]:
+    """One ablation group judged on ``set_key``: each change against the group's first row."""
+    done = [k for k in group if f"{k}|{set_key}|i2i" in results]
+    if not done:
+        return []
+    base, name = results[f"{done[0]}|{set_key}|i2i"], SETS[set_key].short
+    lines = ["", f"## Ablation — {title}: judged on {SETS[set_key].label} (cameras none of them saw)", "",
+             "Recipe choices are made here, never on the held-out sets. Δ = change against the group's first row.", "",
+             f"| change | {name} R1 | {name} mAP | Δ R1 | Δ mAP | {name} I2V R1 / mAP | CUHK03 val R1 | training "
+             "| embed img/s |",
+             "|---|---|---|---|---|---|---|---|---|"]
+    for k in done:
+        r = results[f"{k}|{set_key}|i2i"]
+        video = " / ".join(cell(results, k, set_key, "i2v")[:2])
+        speed = f"{speeds[k]:.0f}" if k in speeds else "—"
+        lines.append(f"| {group[k]} | {r['rank1']:.1f} | {r['mAP']:.1f} | {r['rank1'] - base['rank1']:+.1f} | "
+                     f"{r['mAP'] - base['mAP']:+.1f} | {video} | {cell(results, k, 'cuhk03', 'i2i')[0]} | "
+                     f"{train_minutes(MODELS[k].log)} | {speed} |")
     return lines
 
 
