@@ -322,6 +322,38 @@ def check_filters_tracklets_and_delete(server: Server, split) -> None:
         assert sorted(h["id"] for h in res) == sorted(c_ids[1:])
 
 
+def test_similar_items_use_the_stored_item_as_the_query(server: Server, split) -> None:
+    """GET /gallery/{id}/similar ranks like a POST /query of the item's own image, minus the item."""
+    queries, gallery = split
+    with httpx.Client(base_url=server.url, timeout=60) as c:
+        r = post_images(c, gallery[:12], "S", timestamp="2022-06-01T00:00:00Z")
+        assert r.status_code == 201, r.text
+        first = r.json()["items"][0]["id"]
+        by_photo = query(c, [gallery[0]], top_k=6, cameras="S").json()["results"]
+        assert by_photo[0]["id"] == first  # the item's own photo finds it first
+        res = c.get(f"/gallery/{first}/similar", params={"top_k": 5, "cameras": "S"})
+        assert res.status_code == 200, res.text
+        body = res.json()
+        assert body["query"] == {"kind": "image", "n_frames": 1, "rerank": "none"}
+        assert [h["id"] for h in body["results"]] == [h["id"] for h in by_photo[1:]]
+        assert [h["score"] for h in body["results"]] == pytest.approx([h["score"] for h in by_photo[1:]], abs=1e-4)
+        # filters apply as in /query; a tracklet item is a query tracklet
+        assert all(h["camera"] == "S" for h in c.get(f"/gallery/{first}/similar",
+                                                      params={"cameras": "S", "top_k": 50}).json()["results"])
+        trk = post_images(c, gallery[12:15], "S", tracklet="true").json()["items"][0]
+        body = c.get(f"/gallery/{trk['id']}/similar", params={"top_k": 3}).json()
+        assert body["query"]["kind"] == "tracklet" and body["query"]["n_frames"] == 3
+        assert trk["id"] not in [h["id"] for h in body["results"]] and len(body["results"]) == 3
+        # bad input: clear 4xx, nothing changes
+        total = c.get("/gallery").json()["total"]
+        assert c.get("/gallery/999999/similar").status_code == 404
+        assert "not found" in c.get("/gallery/999999/similar").json()["detail"]
+        assert c.get(f"/gallery/{first}/similar", params={"top_k": 0}).status_code == 422
+        assert c.get(f"/gallery/{first}/similar", params={"since": "yesterday"}).status_code in (400, 422)
+        assert c.get(f"/gallery/{first}/similar", params={"rerank": "can"}).status_code == 422  # no pair.onnx
+        assert c.get("/gallery").json()["total"] == total
+
+
 def test_concurrent_queries_during_writes(server: Server, split) -> None:
     queries, gallery = split
     errors: list[str] = []

@@ -135,8 +135,15 @@ def test_upload_search_delete_in_a_real_browser(server: str, browser, tmp_path: 
     assert "0005_" in page.inner_text("#detail-body")
     page.click("#detail .close")
 
-    # gallery: all items listed; delete the best match
+    # "find similar" on the best match: the item is the query now, its other crop comes first
     top_id = cards.nth(0).get_attribute("data-id")
+    cards.nth(0).locator("text=find similar").click()
+    page.wait_for_function(f"document.querySelector('#search-status').textContent.includes('like item {top_id}')",
+                           timeout=60000)
+    assert cards.count() == 8 and top_id not in [cards.nth(i).get_attribute("data-id") for i in range(8)]
+    assert cards.nth(0).locator(".source").inner_text().startswith("0005_")
+
+    # gallery: all items listed; delete the best match
     page.click("nav >> text=Gallery")
     page.wait_for_function(
         f"document.querySelectorAll('#gallery li.card').length === {len(gallery)}", timeout=20000)

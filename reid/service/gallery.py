@@ -370,6 +370,20 @@ class Gallery:
         recs = self.store.get_many([i for i, _ in pairs])
         return [Hit(recs[i], float(s)) for i, s in pairs if i in recs]
 
+    def similar(
+        self, item_id: int, k: int, filters: Filters | None = None, min_score: float | None = None,
+        rerank: str | None = None, rerank_k: int = 100,
+    ) -> list[Hit] | None:
+        """Items like a stored one, ranked with its stored vector as the query and the item itself
+        left out: an investigator's next step from a hit (a tracklet is often a better query than
+        the photo that found it). None if the item does not exist."""
+        _, vectors = self.store.vectors([item_id], self.info.dim)
+        if not len(vectors):
+            return None
+        query_map = self.maps_of([item_id]).get(item_id) if rerank == "can" else None
+        hits = self.search(vectors[0], k + 1, filters, min_score, rerank, rerank_k, query_map)
+        return [h for h in hits if h.record.id != item_id][:k]
+
     def _rerank_can(self, shortlist: list[tuple[int, float]], query_map: np.ndarray | None) -> list[tuple[int, float]]:
         if self.pair is None or query_map is None:
             raise ValueError("CAN re-ranking needs a model directory with pair.onnx and the query's map")

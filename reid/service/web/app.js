@@ -188,7 +188,9 @@ function card(item, opts = {}) {
     el("div", { class: "meta source", title: sourceLabel(item), text: sourceLabel(item) }));
   const actions = el("div", { class: "row" },
     el("a", { href: `gallery/${encodeURIComponent(item.id)}`, class: "link",
-      onclick: (e) => { e.preventDefault(); openDetail(item.id); }, text: "details" }));
+      onclick: (e) => { e.preventDefault(); openDetail(item.id); }, text: "details" }),
+    el("button", { type: "button", class: "link", title: "Search with this item as the query",
+      onclick: () => searchLike(item.id), text: "find similar" }));
   if (opts.deletable) {
     actions.append(el("button", { type: "button", class: "danger", "aria-label": `Delete item ${item.id}`,
       onclick: () => deleteItem(item.id, li), text: "Delete" }));
@@ -242,45 +244,65 @@ async function openDetail(id) {
 }
 
 // ---------- search ----------
-async function search(ev) {
-  ev.preventDefault();
-  const form = ev.currentTarget;
-  const status = $("#search-status");
-  const files = $("#query-files").files;
-  if (!files.length) { setStatus(status, "Pick or drop a query image first.", true); return; }
-  const fd = new FormData();
-  for (const f of files) fd.append("files", f);
-  const f = new FormData(form);
-  const topK = f.get("top_k");
-  if (topK) fd.append("top_k", topK);
-  const ms = f.get("min_score");
-  if (ms !== null && ms !== "") fd.append("min_score", ms);
-  if (f.get("rerank") === "can") fd.append("rerank", "can");
+// The search form's options (top k, min score, re-ranking, cameras, time range) as [name, value]
+// pairs: the same fields for POST /query (a photo or clip) and GET /gallery/{id}/similar (an item).
+function searchOptions() {
+  const f = new FormData($("#search-form"));
+  const out = [];
+  for (const name of ["top_k", "min_score"]) {
+    const v = f.get(name);
+    if (v !== null && v !== "") out.push([name, v]);
+  }
+  if (f.get("rerank") === "can") out.push(["rerank", "can"]);
   for (const name of ["cameras", "exclude_cameras"]) {
     const list = csv(f.get(name));
-    if (list.length) fd.append(name, list.join(","));
+    if (list.length) out.push([name, list.join(",")]);
   }
   for (const name of ["since", "until"]) {
     const iso = localToIso(f.get(name));
-    if (iso) fd.append(name, iso);
+    if (iso) out.push([name, iso]);
   }
+  return out;
+}
+
+async function showResults(request, what) {
+  const status = $("#search-status");
   const btn = $("#search-btn");
+  const list = $("#results");
   btn.disabled = true;
   setStatus(status, "Searching…");
-  const list = $("#results");
   try {
-    const { body } = await api("query", { method: "POST", body: fd });
+    const { body } = await request();
     const results = body.results || [];
     list.replaceChildren(...results.map((r, i) => card(r, { rank: i + 1 })));
     const took = body.took_ms != null ? ` in ${Math.round(body.took_ms)} ms` : "";
-    setStatus(status, results.length ? `${results.length} result${results.length > 1 ? "s" : ""}${took}.`
-      : `No matches${took}. Try fewer filters or a lower min score.`);
+    setStatus(status, results.length ? `${results.length} result${results.length > 1 ? "s" : ""}${what}${took}.`
+      : `No matches${what}${took}. Try fewer filters or a lower min score.`);
   } catch (err) {
     list.replaceChildren();
     setStatus(status, `Search failed — ${err.message}`, true);
   } finally {
     btn.disabled = false;
   }
+}
+
+function search(ev) {
+  ev.preventDefault();
+  const files = $("#query-files").files;
+  if (!files.length) { setStatus($("#search-status"), "Pick or drop a query image first.", true); return; }
+  const fd = new FormData();
+  for (const f of files) fd.append("files", f);
+  for (const [name, value] of searchOptions()) fd.append(name, value);
+  showResults(() => api("query", { method: "POST", body: fd }), "");
+}
+
+// An item as the query (often a better one than the photo that found it): same options, same list.
+function searchLike(id) {
+  if (location.hash !== "#search") location.hash = "search";
+  const dlg = $("#detail");
+  if (dlg.open) dlg.close();
+  const q = new URLSearchParams(searchOptions());
+  showResults(() => api(`gallery/${encodeURIComponent(id)}/similar?${q}`), ` like item ${id}`);
 }
 
 // ---------- cameras (suggestions in every camera field, chips in the gallery) ----------
