@@ -87,8 +87,14 @@ def test_rerank_can_through_the_server(tmp_path: Path, split) -> None:
             # a multi-frame query is a tracklet: its map is its frames' mean
             t = query(c, gallery[30:33], top_k=3, rerank="can").json()
             assert t["query"] == {"kind": "tracklet", "n_frames": 3, "rerank": "can"} and len(t["results"]) == 3
-            # deleting an item drops its map; re-ranking still works
+            # a stored item as the query: its stored map is CAN's query map, the item itself left out
             gone = body["results"][0]["id"]
+            like = c.get(f"/gallery/{gone}/similar", params={"top_k": 4, "rerank": "can"}).json()
+            assert like["query"] == {"kind": "image", "n_frames": 1, "rerank": "can"}
+            ids, scores = [h["id"] for h in like["results"]], [h["score"] for h in like["results"]]
+            assert gone not in ids and len(ids) == 4 and scores == sorted(scores, reverse=True)
+            assert ids[0] == body["results"][1]["id"]  # as a query of the item's own image, minus the item
+            # deleting an item drops its map; re-ranking still works
             assert c.delete(f"/gallery/{gone}").status_code == 204
             assert _stored_maps(data) == 39
             r = query(c, [gallery[35]], top_k=5, rerank="can")

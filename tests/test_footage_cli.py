@@ -1,5 +1,6 @@
 """`reid index FOOTAGE`: a real video through the CLI into a data dir; re-running is a no-op; a bad
-file is a clean error (exit 2, message, no traceback)."""
+file is a clean error (exit 2, message, no traceback). `reid query --like ID` searches from a stored
+tracklet."""
 
 from __future__ import annotations
 
@@ -29,6 +30,21 @@ def test_index_footage_from_the_command_line(tmp_path: Path) -> None:
     assert n >= 1
     again = reid("index", str(clip), "--camera", "door", "--data-dir", data)
     assert again.returncode == 0 and "already indexed" in again.stdout, again.stdout + again.stderr
+    # a second camera; then the first tracklet as the query finds every other one, never itself
+    hall = write_clip(shared_path("data", "footage", "intel", "one-by-one-person-detection.mp4"),
+                      tmp_path / "hall.mp4", 600, 60)
+    r = reid("index", str(hall), "--camera", "hall", "--data-dir", data)
+    assert r.returncode == 0, r.stderr
+    total = n + int(r.stdout.split("indexed ")[1].split()[0])
+    like = reid("query", "--like", "1", "--data-dir", data, "--top-k", "50")
+    assert like.returncode == 0, like.stderr
+    rows = [line.split("│") for line in like.stdout.splitlines() if line.count("│") >= 6]
+    ids = [int(r[2]) for r in rows if r[2].strip().isdigit()]
+    assert total >= 2 and sorted(ids) == list(range(2, total + 1)), like.stdout
+    for args, needle in ((["--like", "999"], "gallery item 999 not found"), ([], "not both"),
+                         ([str(clip), "--like", "1"], "not both")):
+        r = reid("query", *args, "--data-dir", data)
+        assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr
 
     bad = tmp_path / "broken.mp4"
     bad.write_bytes(b"\x00\x00\x00\x18ftypmp42" + b"\x00" * 5000)

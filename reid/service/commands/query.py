@@ -1,4 +1,4 @@
-"""`reid query IMAGE…`: search the local gallery from the command line."""
+"""`reid query IMAGE…` / `reid query --like ITEM_ID`: search the local gallery from the command line."""
 
 from __future__ import annotations
 
@@ -7,11 +7,11 @@ from typing import Any
 
 import typer
 
-from reid.service.commands.common import open_gallery, settings_from
+from reid.service.commands.common import fail, open_gallery, settings_from
 
 
-def search_images(images: list[Path], top_k: int, filters: Any, settings: Any) -> list[Any]:
-    """The top hits for one query (several images = one query tracklet)."""
+def search(images: list[Path], like: int | None, top_k: int, filters: Any, settings: Any) -> list[Any]:
+    """The top hits for one query: images (several = one query tracklet) or a stored item (``like``)."""
     from reid.service.uploads import BadInput, decode_image
 
     try:
@@ -20,6 +20,9 @@ def search_images(images: list[Path], top_k: int, filters: Any, settings: Any) -
         raise typer.BadParameter(str(getattr(e, "message", e))) from e
     embedder, gallery = open_gallery(settings)
     try:
+        if like is not None:
+            hits = gallery.similar(like, top_k, filters)
+            return hits if hits is not None else fail(f"gallery item {like} not found")
         q = embedder.embed(frames)[0] if len(frames) == 1 else embedder.embed_tracklet(frames)
         return gallery.search(q, top_k, filters)
     finally:
@@ -28,7 +31,9 @@ def search_images(images: list[Path], top_k: int, filters: Any, settings: Any) -
 
 
 def query_command(
-    images: list[Path] = typer.Argument(..., help="query image (several = one query tracklet)"),
+    images: list[Path] = typer.Argument(None, help="query image (several = one query tracklet)"),
+    like: int = typer.Option(None, "--like", min=1, help="a stored item's id as the query instead (the item "
+                             "itself left out; GET /gallery/{id}/similar)"),
     top_k: int = typer.Option(10, min=1, max=1000, help="hits to print"),
     camera: list[str] = typer.Option(None, help="only these cameras"),
     exclude_camera: list[str] = typer.Option(None, help="skip these cameras"),
@@ -41,9 +46,11 @@ def query_command(
 
     from reid.service.store import Filters
 
+    if bool(images) == (like is not None):
+        raise typer.BadParameter("give query images or --like ITEM_ID, not both")
     settings = settings_from(model=model, data_dir=data_dir)
-    hits = search_images(images, top_k, Filters(cameras=camera or None, exclude_cameras=exclude_camera or None),
-                         settings)
+    hits = search(images or [], like, top_k, Filters(cameras=camera or None, exclude_cameras=exclude_camera or None),
+                  settings)
     table = Table("rank", "id", "score", "kind", "camera", "source")
     for r, h in enumerate(hits, 1):
         table.add_row(str(r), str(h.record.id), f"{h.score:.4f}", h.record.kind, h.record.camera,
