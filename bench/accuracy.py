@@ -185,7 +185,9 @@ def _osnet_dev_run(config: str, what: str, judged_on: str = "duke") -> ModelRow:
     """A leave-one-place-out fine-tune of the MSMT17 OSNet: configs/<config>.yaml, log kept in bench/."""
     sources, trained_on = DEV_SOURCES[judged_on]
     return ModelRow(f"OSNet-x0.25 MSMT17 fine-tuned on {sources}{what} (dev run)", f"runs/{config}/export",
-                    f"bench/training_logs/{config}.csv", f"reid train configs/{config}.yaml", trained_on)
+                    f"bench/training_logs/{config}.csv",
+                    f"reid train configs/{config}.yaml; reid export runs/{config}/last.pt --out runs/{config}/export",
+                    trained_on)
 
 
 def _blend_command(checkpoint: str, weight: str, out: str, start: str = "msmt17") -> str:
