@@ -12,7 +12,7 @@ FROM python:${PYTHON_VERSION}-slim AS build
 ARG EXTRAS=redis
 ENV PIP_NO_CACHE_DIR=1 PIP_DISABLE_PIP_VERSION_CHECK=1
 WORKDIR /src
-COPY pyproject.toml README.md* ./
+COPY pyproject.toml README.md* LICENSE ./
 COPY reid ./reid
 RUN pip wheel --no-deps --wheel-dir /pkg . \
  && pip wheel --wheel-dir /wheels "$(ls /pkg/*.whl)[${EXTRAS}]"
