@@ -22,7 +22,7 @@ from reid.models.mixstyle import MixStyle
 from reid.models.networks import ModelConfig, NormalizedEmbedder, build_model
 from reid.models.preprocess import PreprocessSpec
 from reid.training.config import config_from_dict
-from reid.training.datasets import Sample, Split, combine_train, load_split
+from reid.training.datasets import Sample, Split, combine_train, load_split, with_test_identities
 from reid.training.engine import Trainer
 from reid.training.sampler import RandomIdentitySampler
 from reid.training.transforms import AugmentConfig, Augmenter, ImageTrainSet, color_jitter
@@ -300,6 +300,35 @@ def test_config_errors_name_the_problem():
         config_from_dict({"data": {"train": [{"root": "x", "format": "cuhk03", "colour": 1}]}})
     with pytest.raises(ValueError, match="at least one"):
         config_from_dict({"data": {"train": []}})
+
+
+def test_with_test_adds_the_test_people_as_new_identities(tmp_path: Path):
+    market = Split("market1501", train=[Sample("t1", 2, 0), Sample("t2", 7, 1, trackid=4)],
+                   query=[Sample("q1", 7, 0, trackid=0), Sample("q0", 0, 1)],
+                   gallery=[Sample("g1", 7, 1, trackid=1), Sample("g2", 5, 0)])
+    out = with_test_identities(market)
+    # test ids after the train ones (8 + id: person 7 of the test split is not train's person 7),
+    # tracklets likewise (5 + id), Market's distractor id 0 dropped, nothing left to test on
+    assert [(s.path, s.pid, s.camid, s.trackid) for s in out.train] == [
+        ("t1", 2, 0, -1), ("t2", 7, 1, 4), ("q1", 15, 0, 5), ("g1", 15, 1, 6), ("g2", 13, 0, -1)]
+    assert out.query == out.gallery == []
+    cuhk = with_test_identities(Split("cuhk03", train=[Sample("t", 3, 0)], query=[Sample("q", 0, 1)]))
+    assert [(s.path, s.pid) for s in cuhk.train] == [("t", 3), ("q", 4)]  # CUHK03's id 0 is a person
+
+    cfg = _tiny_config(tmp_path, "run")
+    cfg.data.train[0].with_test = True
+    trainer = Trainer(cfg)
+    assert cfg.model.num_classes == 6 + 3  # a's 4 train + 2 test people, b's 3
+    assert "market1501 train + test (24 items)" in trainer.trained_on
+
+
+def test_a_with_test_source_cannot_be_the_eval_set():
+    a, b = {"root": "a", "format": "market1501"}, {"root": "b", "format": "dukemtmc"}
+    with pytest.raises(ValueError, match="test people are seen in training"):
+        config_from_dict({"data": {"train": [a, {**b, "with_test": True}], "eval": b}})
+    with pytest.raises(ValueError, match="test people are seen in training"):  # eval defaults to the first
+        config_from_dict({"data": {"train": [{**a, "with_test": True}, b]}})
+    config_from_dict({"data": {"train": [{**a, "with_test": True}], "eval": b}})
 
 
 # ------------------------------------------------------------- the cross-domain bench's protocol

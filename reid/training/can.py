@@ -38,7 +38,7 @@ from reid.models.can import CrossAttention, PairScorer, attended_pool
 from reid.models.networks import image_branch, load_checkpoint
 from reid.models.preprocess import preprocess, read_image
 from reid.training.config import SourceConfig, _build, resolve_path
-from reid.training.datasets import Sample, combine_train, load_split
+from reid.training.datasets import Sample, combine_train
 from reid.training.engine import seed_everything
 from reid.training.sampler import RandomIdentitySampler
 
@@ -153,10 +153,9 @@ class CanTrainer:
         seed_everything(cfg.seed)
         model, self.image_cfg, _ = load_checkpoint(resolve_path(cfg.image_checkpoint))
         self.net = image_branch(model).eval()
-        sources = [load_split(resolve_path(s.root), s.format) for s in cfg.train]
+        sources = [s.load() for s in cfg.train]
         self.samples = combine_train(sources)
-        self.trained_on = " + ".join(f"{s.format} train ({len(sp.train)} items)"
-                                     for s, sp in zip(cfg.train, sources, strict=True))
+        self.trained_on = " + ".join(s.describe(sp) for s, sp in zip(cfg.train, sources, strict=True))
         self.out = cfg.out
         self.out.mkdir(parents=True, exist_ok=True)
         self.maps = self._cached_maps()

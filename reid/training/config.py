@@ -10,6 +10,7 @@ import yaml
 
 from reid.models.backbones import datasets_dir, shared_dir
 from reid.models.networks import ModelConfig
+from reid.training.datasets import Split, load_split, with_test_identities
 from reid.training.transforms import AugmentConfig
 
 
@@ -23,10 +24,24 @@ def resolve_path(value: str) -> str:
 
 @dataclass
 class SourceConfig:
-    """One dataset on disk: a root folder and its layout (``reid.training.datasets.FORMATS``)."""
+    """One dataset on disk: a root folder and its layout (``reid.training.datasets.FORMATS``).
+    ``with_test`` trains on its query and gallery people too (more identities; its test split can
+    then measure nothing, so it cannot be ``data.eval``)."""
 
     root: str
     format: str
+    with_test: bool = False
+
+    def load(self) -> Split:
+        split = load_split(resolve_path(self.root), self.format)
+        return with_test_identities(split) if self.with_test else split
+
+    def describe(self, split: Split) -> str:
+        """How the trained-on metadata names this source, e.g. ``market1501 train + test (…)``."""
+        return f"{self.format} {'train + test' if self.with_test else 'train'} ({len(split.train)} items)"
+
+    def same_data(self, other: SourceConfig) -> bool:
+        return (resolve_path(self.root), self.format) == (resolve_path(other.root), other.format)
 
 
 @dataclass
@@ -47,6 +62,10 @@ class DataConfig:
             self.eval = _build(SourceConfig, self.eval, "data.eval")
         if not self.train:
             raise ValueError("data.train: list at least one dataset")
+        tested = self.eval or self.train[0]
+        if any(src.with_test and src.same_data(tested) for src in self.train):
+            raise ValueError(f"data.eval: {tested.root} trains with_test, so its test people are seen in "
+                             "training; evaluate on another dataset")
 
 
 @dataclass

@@ -468,6 +468,24 @@ def load_split(root: str | Path, fmt: str) -> Split:
     return FORMATS[fmt](root)
 
 
+# the readers whose person id 0 marks distractors (crops that are no annotated person)
+DISTRACTOR_ID_ZERO = {"market1501"}
+
+
+def with_test_identities(split: Split) -> Split:
+    """The split with its query and gallery people added to ``train``, and nothing left to test on.
+
+    For a model meant for other cameras, a benchmark's test people are just more people to learn
+    from. They are other people than the train ones (their own labels, whatever their numbers);
+    Market-1501's distractors (id 0) are left out."""
+    skip_zero = split.name in DISTRACTOR_ID_ZERO
+    pid_top = max((s.pid for s in split.train), default=-1) + 1
+    track_top = max((s.trackid for s in split.train), default=-1) + 1
+    test = [Sample(s.path, pid_top + s.pid, s.camid, track_top + s.trackid if s.trackid >= 0 else -1, s.frame)
+            for s in split.query + split.gallery if not (skip_zero and s.pid == 0)]
+    return Split(split.name, train=split.train + test)
+
+
 def relabel(samples: list[Sample]) -> tuple[list[Sample], dict[int, int]]:
     """Map person ids to 0..N-1 for the classifier."""
     mapping = {pid: i for i, pid in enumerate(sorted({s.pid for s in samples}))}

@@ -23,7 +23,7 @@ from torch.utils.data import DataLoader
 
 from reid.models.networks import TKP, build_model, image_branch, load_checkpoint
 from reid.training.config import TrainConfig, resolve_path
-from reid.training.datasets import DatasetError, Split, combine_train, load_split, tracklets
+from reid.training.datasets import DatasetError, Split, combine_train, tracklets
 from reid.training.losses import (
     batch_hard_triplet,
     label_smoothed_ce,
@@ -63,9 +63,9 @@ class Trainer:
         data = cfg.data
         if cfg.loss.per_camera_ids and cfg.model.arch == "tkp":
             raise ValueError("loss.per_camera_ids applies to image nets (arch baseline/ianet), not tkp")
-        sources = [load_split(resolve_path(src.root), src.format) for src in data.train]
+        sources = [src.load() for src in data.train]
         self.split = sources[0]
-        self.eval_split = load_split(resolve_path(data.eval.root), data.eval.format) if data.eval else sources[0]
+        self.eval_split = data.eval.load() if data.eval else sources[0]
         empty = [src.root for src, split in zip(data.train, sources, strict=True) if not split.train]
         if empty:
             raise DatasetError(f"no training images found in {', '.join(empty)}")
@@ -73,8 +73,7 @@ class Trainer:
         cfg.model.num_classes = len({s.pid for s in train})
         self.same_camera = (_same_camera(train, cfg.model.num_classes).to(self.device) if cfg.loss.per_camera_ids
                             else None)
-        self.trained_on = " + ".join(f"{src.format} train ({len(split.train)} items)"
-                                     for src, split in zip(data.train, sources, strict=True))
+        self.trained_on = " + ".join(src.describe(split) for src, split in zip(data.train, sources, strict=True))
         if cfg.model.init_from:
             cfg.model.init_from = resolve_path(cfg.model.init_from)
         self.model = build_model(cfg.model)
@@ -119,8 +118,8 @@ class Trainer:
             return None
         ckpt = torch.load(source, map_location="cpu", weights_only=False)
         theirs = ckpt.get("train_config", {}).get("data", {}).get("train", [])
-        same_data = ([(resolve_path(d["root"]), d["format"]) for d in theirs]
-                     == [(resolve_path(d.root), d.format) for d in cfg.data.train])
+        same_data = ([(resolve_path(d["root"]), d["format"], d.get("with_test", False)) for d in theirs]
+                     == [(resolve_path(d.root), d.format, d.with_test) for d in cfg.data.train])
         weights = {k.removeprefix("classifier."): v for k, v in ckpt["model"].items() if k.startswith("classifier.")}
         head = self.model.classifier  # an image net's own, or the one TKP's two nets share: same name
         fits = head is not None and "weight" in weights and weights["weight"].shape == head.weight.shape
