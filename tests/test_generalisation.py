@@ -378,10 +378,14 @@ def test_bench_marks_in_domain_only_where_a_model_trained_on_those_cameras():
     bench = _load_bench()
     results = {f"{m}|{s}|i2i": {"rank1": 50.0, "mAP": 40.0, "mINP": 30.0, "command": f"reid eval {m} {s}"}
                for m in ("v2", "osnet") for s in ("duke", "partial_reid")}
-    lines = bench.render(results, {"v2": 1000.0})
+    results["speed|v2"] = {"img_s": 500.0, "peer_img_s": 400.0, "vs_peer": 1.25, "date": "2026-12-07"}
+    lines = bench.render(results, {"v2": 1.25})
     v2 = next(line for line in lines if line.startswith(f"| {bench.MODELS['v2'].name} |"))
     osnet = next(line for line in lines if line.startswith(f"| {bench.MODELS['osnet'].name} |"))
     assert "50.0 / 40.0 in" in v2 and "50.0 / 40.0 ×" in v2  # Duke in-domain, Partial-REID never seen
+    speed = lambda line: line.split("|")[-3].strip()  # noqa: E731 — the column before "made by"
+    assert (speed(v2), speed(osnet)) == ("1.25×", "—")  # a multiple of the peer's, where measured
+    assert not any("500" in line for line in lines)  # stored speeds are not eval cells or commands
     assert " in " not in osnet.split("|", 2)[2]  # the peer saw none of these cameras
     assert set(bench.HELD_OUT) <= set(bench.SETS)
     assert not {bench.SETS[s].domain for s in bench.HELD_OUT} - {""}  # held-out sets: nobody trains there
