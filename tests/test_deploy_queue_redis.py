@@ -45,6 +45,7 @@ def batch(job_id: str, n: int = 1, model_id: str | None = "m", footage_id: str =
 
 def test_a_tracklet_batch_travels_as_json_and_comes_back_whole() -> None:
     sent = batch("j", n=2)
+    sent.tracklets[0].scene = np.full((90, 160, 3), 70, np.uint8)  # the first has a scene, the second none
     msg = json.loads(sent.to_json())
     assert msg["op"] == "tracklets" and "__dc__" not in sent.to_json()  # explicit fields, no generic codec
     back = TrackletBatch.from_message(msg)
@@ -56,8 +57,11 @@ def test_a_tracklet_batch_travels_as_json_and_comes_back_whole() -> None:
     again = TrackletBatch.from_message(json.loads(back.to_json()))
     assert again.tracklets[0].crops[0].data == crop.data, "JPEG bytes are kept verbatim, not re-encoded"
     entries = gallery_entries(back)  # what the API commits: tracklet records with their crops
-    assert [e[0].camera for e in entries] == ["c1", "c1"] and entries[0][0].ts_start == 1.7e9 + 1.0
-    assert entries[0][2][0].data == crop.data
+    assert [e.record.camera for e in entries] == ["c1", "c1"] and entries[0].record.ts_start == 1.7e9 + 1.0
+    assert entries[0].crops[0].data == crop.data
+    scene = back.tracklets[0].scene
+    assert scene.data[:2] == b"\xff\xd8" and scene.bgr.shape == (90, 160, 3) and back.tracklets[1].scene is None
+    assert entries[0].scene.data == scene.data and entries[1].scene is None
 
 
 def test_job_flows_from_submit_through_worker_to_the_api_writer(redis_url: str) -> None:

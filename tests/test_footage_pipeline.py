@@ -24,7 +24,7 @@ from reid.ingest.detect import (
 )
 from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
 from reid.ingest.track import Tracker, TrackerConfig, iou_matrix
-from reid.ingest.tracklets import Candidate, TrackletBuilder, TrackletConfig, select_frames
+from reid.ingest.tracklets import SCENE_BOX_BGR, Candidate, TrackletBuilder, TrackletConfig, select_frames
 from reid.service.records import gallery_entries
 from tests.conftest import shared_path
 
@@ -299,6 +299,33 @@ def test_tracklets_are_cut_filtered_and_frames_chosen() -> None:
     assert out[0].t_start == 0 and out[0].t_end == pytest.approx(1.9) and out[1].t_start == pytest.approx(2.0)
     assert all(len(t.crops) == 4 and t.box == [200, 100, 80, 200] for t in out)
     assert b.dropped == {"short": 1, "small": 1, "unconfirmed": 0}
+    assert all(t.scene.shape == frame.shape for t in out)  # 640 px wide already: kept at full size
+
+
+def test_tracklet_scene_is_the_best_frame_downscaled_with_the_box_marked() -> None:
+    from reid.ingest.track import Match
+
+    out = []
+    b = TrackletBuilder(TrackletConfig(min_frames=3, scene_side=320), out.append)
+    frames = [np.full((480, 640, 3), 60, np.uint8) for _ in range(4)]
+    for i, frame in enumerate(frames):
+        frame[:40, :40] = 40 * i  # a corner that tells the frames apart
+        frame[100:300, 200:280] = _img(sharp=True)
+        score = 0.9 if i == 2 else 0.5  # frame 2's detection is the surest: the best crop
+        b.add(i, i / 10, frame, [Match(1, 0, np.array([200, 100, 280, 300], np.float32), score)])
+    b.finish()
+    (t,) = out
+    assert t.box_frame == 2 and t.scene.shape == (240, 320, 3)
+    assert tuple(t.scene[5, 5]) == (80, 80, 80)  # frame 2's corner, downscaled
+    x1, y1, x2, y2 = 100, 50, 140, 150  # the box at half size, drawn in green
+    assert all(tuple(t.scene[y, x]) == SCENE_BOX_BGR for x, y in ((x1, y1), (x2, y2), (120, y1), (x1, 100)))
+    assert tuple(frames[2][50, 100]) != SCENE_BOX_BGR  # the frame itself is not drawn on
+
+    none = []
+    b = TrackletBuilder(TrackletConfig(min_frames=1, scene_side=0), none.append)
+    b.add(0, 0.0, frames[0], [Match(1, 0, np.array([200, 100, 280, 300], np.float32), 0.9)])
+    b.finish()
+    assert none[0].scene is None
 
 
 def test_frame_selection_prefers_quality_and_spreads_over_time() -> None:
@@ -326,13 +353,14 @@ def test_pipeline_indexes_a_person_walking_in(tmp_path: Path) -> None:
     assert res.info.n_frames == 80 and res.frames_done >= 79
     entries = gallery_entries(res)
     assert len(entries) == len(res.tracklets) >= 1
-    rec, vec, crops = entries[0]
+    rec, vec, crops, scene = entries[0].record, entries[0].vector, entries[0].crops, entries[0].scene
     assert rec.kind == "tracklet" and rec.camera == "lobby" and rec.meta["site"] == "hq"
     assert start <= rec.ts_start < rec.ts_end <= start + 8.0
     assert rec.footage_id == content_hash(clip) and rec.frame_start < rec.frame_end
     x, y, w, h = rec.box
     assert 250 < x + w / 2 < 550 and h > 200
     assert 1 <= len(crops) <= 8 and vec.shape == (16,)
+    assert max(scene.bgr.shape[:2]) == 640 and scene.bgr.shape[1] > scene.bgr.shape[0]  # the whole frame, smaller
     assert seen and seen[-1].frames_done >= 79 and seen[-1].tracklets >= 1
 
 

@@ -71,6 +71,14 @@ def test_video_upload_becomes_searchable_tracklets(server: Server, tmp_path: Pat
                                                  abs=1e-3)
     thumb = httpx.get(url + it["thumbnail_url"], timeout=10)
     assert thumb.status_code == 200 and thumb.headers["content-type"] == "image/jpeg"
+    # where they were: the 768×432 frame at 640 px wide, their box marked in green
+    scene = httpx.get(url + it["scene_url"], timeout=10)
+    assert scene.status_code == 200 and scene.headers["content-type"] == "image/jpeg"
+    frame = cv2.imdecode(np.frombuffer(scene.content, np.uint8), cv2.IMREAD_COLOR).astype(int)
+    assert frame.shape == (360, 640, 3)
+    x, y, w, h = (v * 640 / 768 for v in it["box"])
+    edge = frame[round(y + h / 2) - 3:round(y + h / 2) + 4, round(x) - 3:round(x) + 4]  # the box's left side
+    assert (edge[..., 1] - np.maximum(edge[..., 0], edge[..., 2]) > 60).any()
     # the query endpoint finds the tracklet from one of its own frames
     crop = httpx.get(f"{url}/gallery/{it['id']}/crops/0", timeout=10).content
     hits = httpx.post(url + "/query", files={"files": ("q.jpg", crop, "image/jpeg")}, timeout=30).json()

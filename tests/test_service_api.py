@@ -245,6 +245,9 @@ def test_rank1_matches_direct_eval_and_persists(server: Server, split) -> None:
         assert h0["camera"] == "B" and h0["meta"] == {"set": "val"} and h0["kind"] == "image"
         assert h0["timestamp_start"].startswith("2024-05-01T12:00:00")
         assert c.get(h0["thumbnail_url"]).headers["content-type"] == "image/jpeg"
+        assert h0["scene_url"] is None  # an uploaded crop has no scene (footage tracklets do)
+        r = c.get(f"/gallery/{h0['id']}/scene")
+        assert r.status_code == 404 and "no scene" in r.json()["detail"]
 
     server.stop()
     server.start()

@@ -21,7 +21,7 @@ from reid.service.embedder import Embedder, ModelError, first_output_graph
 from reid.service.gallery import DataDirBusy, Gallery, ModelMismatch, lock_data_dir, reindex
 from reid.service.index import VectorIndex
 from reid.service.settings import Settings
-from reid.service.store import Filters, ItemRecord, Store
+from reid.service.store import SCHEMA, Filters, ItemRecord, Store
 
 REPO = Path(__file__).resolve().parents[1]
 DEFAULT = REPO / "reid" / "models" / "default"
@@ -478,3 +478,28 @@ def test_choice_settings_are_case_insensitive_and_checked(monkeypatch) -> None:
         with pytest.raises(ValidationError):
             Settings()
         monkeypatch.delenv(name)
+
+
+def test_a_database_from_the_previous_release_gains_the_scene_column(tmp_path: Path) -> None:
+    import sqlite3
+
+    old_schema = SCHEMA.replace(",\n    scene TEXT", "")
+    assert old_schema != SCHEMA
+    db = tmp_path / "reid.sqlite3"
+    c = sqlite3.connect(db)
+    c.executescript(old_schema)
+    c.execute("INSERT INTO meta VALUES ('schema_version', '1')")
+    c.execute("INSERT INTO items (kind, camera, model_id, created_at, vector) VALUES ('image', 'A', 'm', 1.0, ?)",
+              (np.zeros(4, np.float32).tobytes(),))
+    c.commit()
+    c.close()
+    store = Store(db)
+    assert store.get(1).camera == "A" and store.get(1).scene is None  # the old row, readable
+    with store.transaction() as tx:
+        rec = ItemRecord(kind="tracklet", camera="B", model_id="m", scene="items/x/scene.jpg")
+        rec.id = Store.insert(tx.c, rec, np.ones(4, np.float32))
+        Store.set_files(tx.c, rec)
+    assert store.get(rec.id).scene == "items/x/scene.jpg"
+    Store(db)  # another process opening it finds the work done
+    version = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+    assert version == ("2",)

@@ -244,6 +244,7 @@ def test_footage_upload_shows_live_job_progress(server: str, browser, tmp_path: 
     page.wait_for_function(
         "[...document.querySelectorAll('#detail .frames img')].every(i => i.naturalWidth > 0)")
     assert "Frames in footage" in page.inner_text("#detail-body")
+    page.wait_for_function("document.querySelector('#detail img.scene')?.naturalWidth === 640")  # where they were
     assert not errors, errors
 
 

@@ -26,6 +26,7 @@ class TrackletConfig:
     embed_frames: int = 8  # frames embedded (and kept as crops) per tracklet
     candidates: int = 32  # best frames kept in memory while the track runs
     pad: float = 0.05  # crop margin around the box (fraction of its size)
+    scene_side: int = 640  # long side of the kept scene (the best frame, box marked); 0 = keep none
 
 
 @dataclass
@@ -54,6 +55,10 @@ class Tracklet:
     boxes: list[list[float]]  # their boxes [x, y, w, h]
     quality: float  # mean quality of the chosen frames
     median_height: float
+    scene: np.ndarray | None = None  # the best frame downscaled, the person's box marked: where they were
+
+
+SCENE_BOX_BGR = (0, 220, 0)
 
 
 def sharpness(crop: np.ndarray) -> float:
@@ -96,6 +101,26 @@ class _Open:
     t_start: float = 0.0
     t_end: float = 0.0
     heights: list[float] = field(default_factory=list)
+    scene: np.ndarray | None = None  # the best frame so far, downscaled (shared with other tracks)
+    scene_box: np.ndarray | None = None  # the box on it, in its pixels
+    scene_quality: float = -1.0
+
+
+def downscale(frame: np.ndarray, side: int) -> tuple[np.ndarray, float]:
+    """The frame with its long side at most ``side`` pixels, and the scale applied."""
+    scale = min(1.0, side / max(frame.shape[:2]))
+    if scale == 1.0:
+        return frame.copy(), 1.0
+    size = (max(1, round(frame.shape[1] * scale)), max(1, round(frame.shape[0] * scale)))
+    return cv2.resize(frame, size, interpolation=cv2.INTER_AREA), scale
+
+
+def mark(scene: np.ndarray, box: np.ndarray) -> np.ndarray:
+    """A copy of the scene with the box drawn (the scene itself may be another track's too)."""
+    out = scene.copy()
+    x1, y1, x2, y2 = (round(float(v)) for v in box)
+    cv2.rectangle(out, (x1, y1), (x2, y2), SCENE_BOX_BGR, max(2, round(max(out.shape[:2]) / 320)))
+    return out
 
 
 class TrackletBuilder:
@@ -109,6 +134,7 @@ class TrackletBuilder:
 
     def add(self, frame_index: int, t: float, frame: np.ndarray, matches: list[Match]) -> None:
         H, W = frame.shape[:2]
+        small: tuple[np.ndarray, float] | None = None  # this frame downscaled once, if a track needs it
         for m in matches:
             o = self.open.get(m.track_id)
             if o is None:
@@ -126,6 +152,9 @@ class TrackletBuilder:
                 continue
             q = quality(m.box, m.score, crop, W, H)
             o.cands.append(Candidate(frame_index, t, m.box.copy(), m.score, q, crop))
+            if self.cfg.scene_side and q > o.scene_quality:  # the best frame so far is the tracklet's box frame
+                small = small or downscale(frame, self.cfg.scene_side)
+                o.scene, o.scene_box, o.scene_quality = small[0], m.box * small[1], q
             if len(o.cands) > self.cfg.candidates:
                 self._prune(o)
 
@@ -171,6 +200,7 @@ class TrackletBuilder:
             box=[round(x1, 1), round(y1, 1), round(x2 - x1, 1), round(y2 - y1, 1)], box_frame=best.frame,
             crops=[c.crop for c in chosen], frames=[c.frame for c in chosen], boxes=[_xywh(c.box) for c in chosen],
             quality=float(np.mean([c.quality for c in chosen])), median_height=med,
+            scene=mark(o.scene, o.scene_box) if o.scene is not None else None,
         ))
 
 

@@ -76,8 +76,10 @@ class TrackletBatch:
                 raise ValueError("cannot JPEG-encode a crop")
             return base64.b64encode(buf.tobytes()).decode()
 
-        tracklets = [{**{f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name != "crops"},
-                      "crops": [crop(c) for c in t.crops]} for t in self.tracklets]
+        images = ("crops", "scene")
+        tracklets = [{**{f.name: getattr(t, f.name) for f in dataclasses.fields(t) if f.name not in images},
+                      "crops": [crop(c) for c in t.crops], "scene": crop(t.scene) if t.scene is not None else None}
+                     for t in self.tracklets]
         job = {**dataclasses.asdict(self.job), "path": str(self.job.path)}
         vectors = [base64.b64encode(np.asarray(v, "<f4").tobytes()).decode() for v in self.vectors]
         return json.dumps({"op": "tracklets", "job_id": self.job_id, "model_id": self.model_id,
@@ -94,7 +96,8 @@ class TrackletBatch:
                 raise ValueError("a crop in a tracklet batch is not a decodable image")
             return EncodedCrop(bgr, data)
 
-        tracklets = [Tracklet(**{**t, "crops": [crop(c) for c in t["crops"]]}) for t in msg["tracklets"]]
+        tracklets = [Tracklet(**{**t, "crops": [crop(c) for c in t["crops"]],
+                                 "scene": crop(t["scene"]) if t.get("scene") else None}) for t in msg["tracklets"]]
         vectors = [np.frombuffer(base64.b64decode(v), "<f4").copy() for v in msg["vectors"]]
         job = FootageJob(**{**msg["job"], "path": Path(msg["job"]["path"])})
         return cls(msg["job_id"], msg.get("model_id"), msg["footage_id"], job, tracklets, vectors)

@@ -87,6 +87,16 @@ class Crop:
 
 
 @dataclass
+class NewItem:
+    """What one write stores for an item: its row, vector, crops and, for footage, its scene."""
+
+    record: ItemRecord
+    vector: np.ndarray
+    crops: Sequence[Crop]
+    scene: Crop | None = None  # the frame the person was seen in, box marked (footage tracklets)
+
+
+@dataclass
 class Hit:
     record: ItemRecord
     score: float
@@ -221,7 +231,7 @@ class Gallery:
                 meta=meta,
                 n_frames=1,
             )
-            entries.append((rec, vectors[i], [c]))
+            entries.append(NewItem(rec, vectors[i], [c]))
         return self.add_records(entries)
 
     def add_tracklet(
@@ -237,12 +247,14 @@ class Gallery:
         box: Sequence[float] | None = None,
         meta: dict[str, Any] | None = None,
         vector: np.ndarray | None = None,
+        scene: Crop | np.ndarray | None = None,
     ) -> ItemRecord:
         """One gallery item for a tracklet (crops of one person over time).
 
         ``box`` is a representative [x, y, w, h] in the source frame; ``frame_start``/``frame_end``
-        locate it in the footage ``footage_id``. The vector comes from the video model when the
-        model has one, else the renormalised mean of frame embeddings (or pass ``vector``).
+        locate it in the footage ``footage_id``; ``scene`` is that frame with the person marked. The
+        vector comes from the video model when the model has one, else the renormalised mean of
+        frame embeddings (or pass ``vector``).
         """
         crops = [_as_crop(x) for x in frames]
         if not crops:
@@ -262,14 +274,10 @@ class Gallery:
             meta=meta,
             n_frames=len(crops),
         )
-        return self.add_records([(rec, vector, crops)])[0]
+        return self.add_records([NewItem(rec, vector, crops, _as_crop(scene) if scene is not None else None)])[0]
 
-    def add_records(
-        self,
-        entries: Sequence[tuple[ItemRecord, np.ndarray, Sequence[Crop]]],
-        unless_footage: str | None = None,
-    ) -> list[ItemRecord]:
-        """The atomic write: rows + vectors + crop files + thumbnails in one transaction.
+    def add_records(self, entries: Sequence[NewItem], unless_footage: str | None = None) -> list[ItemRecord]:
+        """The atomic write: rows + vectors + crop, thumbnail and scene files in one transaction.
         ``unless_footage`` (footage jobs): write nothing and return [] when items of that footage id
         already exist — checked inside the transaction, so re-submitted footage is never doubled."""
         if not entries:
@@ -281,26 +289,24 @@ class Gallery:
                 return []
         return self._add_records(entries, None)
 
-    def _add_records(
-        self, entries: Sequence[tuple[ItemRecord, np.ndarray, Sequence[Crop]]], unless_footage: str | None
-    ) -> list[ItemRecord]:
-        vecs = np.stack([np.asarray(v, np.float32).reshape(-1) for _, v, _ in entries])
+    def _add_records(self, entries: Sequence[NewItem], unless_footage: str | None) -> list[ItemRecord]:
+        vecs = np.stack([np.asarray(e.vector, np.float32).reshape(-1) for e in entries])
         if vecs.shape[1] != self.info.dim:
             raise ValueError(f"vector dim {vecs.shape[1]} != model dim {self.info.dim}")
         vecs /= np.maximum(np.linalg.norm(vecs, axis=1, keepdims=True), 1e-12)
-        maps = self.item_maps([[c.bgr for c in crops] for _, _, crops in entries]) if self.pair else None
+        maps = self.item_maps([[c.bgr for c in e.crops] for e in entries]) if self.pair else None
         now = time.time()
         out: list[ItemRecord] = []
         with self.store.transaction() as tx:
             if unless_footage is not None and Store.has_footage(tx.c, unless_footage):
                 raise _AlreadyIndexed(unless_footage)
-            for (rec, _, crops), vec in zip(entries, vecs, strict=True):
+            for entry, vec in zip(entries, vecs, strict=True):
+                rec = entry.record
                 rec.model_id = self.info.model_id
                 rec.created_at = now
-                item_id = Store.insert(tx.c, rec, vec)
-                rec.id = item_id
-                rec.thumbnail, rec.crops = self._write_files(item_id, crops)
-                Store.set_files(tx.c, item_id, rec.thumbnail, rec.crops)
+                rec.id = Store.insert(tx.c, rec, vec)
+                self._write_files(entry)
+                Store.set_files(tx.c, rec)
                 out.append(rec)
             if maps is not None:
                 Store.put_maps(tx.c, [(r.id, self.info.model_id, m.tobytes()) for r, m in zip(out, maps, strict=True)])
@@ -308,22 +314,28 @@ class Gallery:
         self.index.apply(self.store, tx.generation, ids=ids, vecs=vecs)
         return out
 
-    def _write_files(self, item_id: int, crops: Sequence[Crop]) -> tuple[str, list[str]]:
-        d = self._item_dir(item_id)
+    def _write_files(self, entry: NewItem) -> None:
+        """Write the item's files and set their paths (relative to the data dir) on its record."""
+        rec, crops = entry.record, entry.crops
+        d = self._item_dir(rec.id)
         if d.exists():  # left by a transaction that never committed
             shutil.rmtree(d)
         d.mkdir(parents=True)
-        rel: list[str] = []
-        for i, c in enumerate(crops):
-            name = f"crop_{i:04d}{c.ext if c.data is not None else '.jpg'}"
-            _write_file(d / name, c.data if c.data is not None else _encode_jpeg(c.bgr, 95))
-            rel.append(str((d / name).relative_to(self.data_dir)))
+
+        def put(name: str, data: bytes) -> str:
+            _write_file(d / name, data)
+            return str((d / name).relative_to(self.data_dir))
+
+        rec.crops = [put(f"crop_{i:04d}{c.ext if c.data is not None else '.jpg'}",
+                         c.data if c.data is not None else _encode_jpeg(c.bgr, 95)) for i, c in enumerate(crops)]
         mid = crops[len(crops) // 2].bgr
         th = self.settings.thumbnail_height
         h, w = mid.shape[:2]
         thumb = cv2.resize(mid, (max(1, round(w * th / h)), th), interpolation=cv2.INTER_AREA)
-        _write_file(d / "thumb.jpg", _encode_jpeg(thumb, 85))
-        return str((d / "thumb.jpg").relative_to(self.data_dir)), rel
+        rec.thumbnail = put("thumb.jpg", _encode_jpeg(thumb, 85))
+        if entry.scene is not None:
+            scene = entry.scene
+            rec.scene = put("scene.jpg", scene.data if scene.data is not None else _encode_jpeg(scene.bgr, 85))
 
     def delete(self, item_id: int) -> bool:
         rec, gen = self.store.delete(item_id)

@@ -1,7 +1,7 @@
 """Footage results → gallery records: what the service stores for each embedded tracklet.
 
 Ingestion (:mod:`reid.ingest`) knows nothing of storage; this is where a tracklet becomes an
-``ItemRecord`` with its vector and crops, ready for ``Gallery.add_records``.
+``ItemRecord`` with its vector, crops and scene, ready for ``Gallery.add_records``.
 """
 
 from __future__ import annotations
@@ -12,10 +12,8 @@ import numpy as np
 
 from reid.ingest.pipeline import FootageJob, FootageResult
 from reid.ingest.tracklets import Tracklet
-from reid.service.gallery import Crop
+from reid.service.gallery import Crop, NewItem
 from reid.service.store import ItemRecord
-
-GalleryEntry = tuple[ItemRecord, np.ndarray, list[Crop]]
 
 
 class EmbeddedTracklets(Protocol):
@@ -32,10 +30,10 @@ def _crop(c: Any) -> Crop:
     return Crop(bgr=c) if isinstance(c, np.ndarray) else Crop(bgr=c.bgr, data=c.data, ext=c.ext)
 
 
-def gallery_entries(res: EmbeddedTracklets) -> list[GalleryEntry]:
+def gallery_entries(res: EmbeddedTracklets) -> list[NewItem]:
     """One tracklet item per embedded tracklet; times are absolute when the job gave a start time."""
     job = res.job
-    entries: list[GalleryEntry] = []
+    entries: list[NewItem] = []
     for tl, vec in zip(res.tracklets, res.vectors, strict=True):
         meta = {**(job.meta or {}), "track_id": tl.track_id, "segment": tl.segment,
                 "offset_s": [round(tl.t_start, 3), round(tl.t_end, 3)], "detections": tl.n_detections,
@@ -47,7 +45,8 @@ def gallery_entries(res: EmbeddedTracklets) -> list[GalleryEntry]:
                          source=job.source or job.path.name, footage_id=res.footage_id,
                          frame_start=tl.frame_start, frame_end=tl.frame_end, box=tl.box, meta=meta,
                          n_frames=len(tl.crops))
-        entries.append((rec, vec, [_crop(c) for c in tl.crops]))
+        scene = _crop(tl.scene) if tl.scene is not None else None
+        entries.append(NewItem(rec, vec, [_crop(c) for c in tl.crops], scene))
     return entries
 
 

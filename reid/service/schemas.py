@@ -34,6 +34,8 @@ class Item(BaseModel):
     n_frames: int = 1
     n_crops: int = Field(0, description="stored crops, served at /gallery/{id}/crops/{n}")
     thumbnail_url: str
+    scene_url: str | None = Field(None, description="footage tracklets: the frame the person was seen in, "
+                                  "downscaled, their box marked (JPEG)")
     model_id: str
     created_at: datetime
 
@@ -135,6 +137,7 @@ def item_fields(rec: ItemRecord) -> dict[str, Any]:
         n_frames=rec.n_frames,
         n_crops=len(rec.crops),
         thumbnail_url=f"/gallery/{rec.id}/thumbnail",
+        scene_url=f"/gallery/{rec.id}/scene" if rec.scene else None,
         model_id=rec.model_id,
         created_at=_dt(rec.created_at),
     )

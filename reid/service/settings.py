@@ -128,6 +128,8 @@ class TrackletSettings(BaseModel):
     min_height: int = Field(64, ge=1, description="drop tracklets whose median box is shorter")
     max_seconds: float = Field(10.0, gt=0, description="cut longer tracks into several tracklets")
     embed_frames: int = Field(8, ge=1, description="frames embedded and kept per tracklet")
+    scene_side: int = Field(640, ge=0, description="long side (px) of the scene kept per tracklet: the frame "
+                            "of its best crop, the person's box marked (about 50 KB as JPEG); 0 = keep none")
     pooling: Annotated[Literal["mean", "vrstc"], _lower] = Field(
         "mean", description="how an image model pools a tracklet's frames: mean averages the frame vectors; "
         "vrstc repairs occluded body regions from the other frames first (reid/models/vrstc.py; needs a model "

@@ -40,7 +40,8 @@ CREATE TABLE IF NOT EXISTS items (
     n_frames INTEGER NOT NULL DEFAULT 1,
     model_id TEXT NOT NULL,
     created_at REAL NOT NULL,
-    vector BLOB NOT NULL
+    vector BLOB NOT NULL,
+    scene TEXT
 );
 CREATE INDEX IF NOT EXISTS items_camera_ts ON items (camera, ts_start);
 CREATE INDEX IF NOT EXISTS items_ts ON items (ts_start);
@@ -52,8 +53,9 @@ CREATE INDEX IF NOT EXISTS deletions_gen ON deletions (gen);
 
 _COLS = (
     "id, kind, camera, ts_start, ts_end, source, footage_id, frame_start, frame_end, box, meta, "
-    "thumbnail, crops, n_frames, model_id, created_at"
+    "thumbnail, crops, n_frames, model_id, created_at, scene"
 )
+SCHEMA_VERSION = 2  # 2: items.scene
 
 
 @dataclass
@@ -76,6 +78,7 @@ class ItemRecord:
     n_frames: int = 1
     created_at: float = 0.0
     id: int | None = None
+    scene: str | None = None  # the frame a footage tracklet's person was seen in (file, box marked)
 
 
 @dataclass
@@ -169,6 +172,7 @@ def _row(r: tuple) -> ItemRecord:
         n_frames=r[13],
         model_id=r[14],
         created_at=r[15],
+        scene=r[16],
     )
 
 
@@ -195,7 +199,22 @@ class Store:
         with self._write_lock:
             self._wconn.executescript(SCHEMA)
             self._wconn.execute("INSERT OR IGNORE INTO meta VALUES ('generation', '0')")
-            self._wconn.execute("INSERT OR IGNORE INTO meta VALUES ('schema_version', '1')")
+            self._migrate()
+
+    def _migrate(self) -> None:
+        """Bring a database made by an older release to SCHEMA_VERSION, in one transaction (several
+        processes may open it at once: the first one migrates, the others find it done)."""
+        c = self._wconn
+        c.execute("BEGIN IMMEDIATE")
+        try:
+            columns = {r[1] for r in c.execute("PRAGMA table_info(items)")}
+            if "scene" not in columns:
+                c.execute("ALTER TABLE items ADD COLUMN scene TEXT")
+            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            c.execute("COMMIT")
+        except BaseException:
+            c.execute("ROLLBACK")
+            raise
 
     def _connect(self) -> sqlite3.Connection:
         return connect(self.path, self.synchronous)
@@ -254,10 +273,10 @@ class Store:
         return int(cur.lastrowid)
 
     @staticmethod
-    def set_files(c: sqlite3.Connection, item_id: int, thumbnail: str | None, crops: list[str]) -> None:
-        c.execute(
-            "UPDATE items SET thumbnail = ?, crops = ? WHERE id = ?", (thumbnail, json.dumps(crops), item_id)
-        )
+    def set_files(c: sqlite3.Connection, rec: ItemRecord) -> None:
+        """Inside a transaction: the paths of the item's thumbnail, crops and scene."""
+        c.execute("UPDATE items SET thumbnail = ?, crops = ?, scene = ? WHERE id = ?",
+                  (rec.thumbnail, json.dumps(rec.crops), rec.scene, rec.id))
 
     def delete(self, item_id: int) -> tuple[ItemRecord | None, int]:
         """Delete one row (logged for index replay) → (the deleted record or None, generation)."""

@@ -185,6 +185,18 @@ def get_thumbnail(gallery: GalleryDep, item_id: ItemId):
     return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
 
 
+@router.get("/gallery/{item_id}/scene", response_class=FileResponse,
+            responses={200: {"content": {"image/jpeg": {}}, "description": "the scene, the person's box marked"}})
+def get_scene(gallery: GalleryDep, item_id: ItemId):
+    """Where the person was: the footage frame of the tracklet's best crop, downscaled, box marked.
+    Items from footage have one; uploaded images and tracklets do not (404)."""
+    rec = _get(gallery, item_id)
+    path = gallery.path(rec.scene) if rec.scene else None
+    if path is None or not path.is_file():
+        raise BadInput(f"gallery item {item_id} has no scene (only tracklets cut from footage have one)", 404)
+    return FileResponse(path, media_type="image/jpeg", headers={"Cache-Control": "private, max-age=86400"})
+
+
 @router.get("/gallery/{item_id}/crops/{n}", response_class=FileResponse,
             responses={200: {"content": {"image/jpeg": {}, "image/png": {}}, "description": "the stored crop"}})
 def get_crop(gallery: GalleryDep, item_id: ItemId,

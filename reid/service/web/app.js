@@ -225,6 +225,11 @@ async function openDetail(id) {
     add("Model", it.model_id);
     if (it.meta && Object.keys(it.meta).length) add("Meta", JSON.stringify(it.meta));
     body.replaceChildren(big, dl);
+    if (it.scene_url) {  // footage: the frame the person was seen in, their box marked
+      const scene = el("img", { class: "scene", alt: `where item ${it.id} was seen, box marked` });
+      setImage(scene, it.scene_url);
+      body.append(el("h3", { text: "Scene" }), scene);
+    }
     const nCrops = it.n_crops ?? 0;
     if (it.kind === "tracklet" && nCrops > 0) {
       const strip = el("div", { class: "frames", role: "list", "aria-label": "Tracklet frames" });
