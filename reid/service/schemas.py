@@ -61,6 +61,21 @@ class Hit(Item):
                          "also a cosine)")
 
 
+class SearchOptions(BaseModel):
+    """What every search takes besides the query itself: form fields of POST /query, query
+    parameters of GET /gallery/{id}/similar."""
+
+    top_k: int = Field(10, ge=1, le=1000)
+    cameras: list[str] | None = Field(None, description="only these cameras (repeat or comma-separate)")
+    exclude_cameras: list[str] | None = Field(None, description="skip these cameras")
+    since: str | None = Field(None, description="ISO 8601: items seen at or after")
+    until: str | None = Field(None, description="ISO 8601: items seen at or before")
+    min_score: float | None = Field(None, ge=-1.0, le=1.0, description="drop hits below this score")
+    rerank: Rerank = Field("none", description="can: re-score the index's best rerank_k with CAN's cross-attention "
+                           "pair model (needs pair.onnx in the model directory; see GET /readyz rerankers)")
+    rerank_k: int = Field(100, ge=1, le=1000, description="rerank=can: shortlist length")
+
+
 class QueryInfo(BaseModel):
     kind: ItemKind
     n_frames: int

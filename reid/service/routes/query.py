@@ -12,18 +12,19 @@ from fastapi.concurrency import run_in_threadpool
 from reid.service.inputs import build_filters
 from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.routes.gallery import is_video
-from reid.service.schemas import ERROR_RESPONSES, Hit, ItemId, QueryInfo, QueryResponse, Rerank, item_fields
+from reid.service.schemas import ERROR_RESPONSES, Hit, ItemId, QueryInfo, QueryResponse, SearchOptions, item_fields
+from reid.service.store import Filters
 from reid.service.uploads import BadInput, expand, read_clip
 
 router = APIRouter(tags=["query"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
-RERANK_HELP = ("can: re-score the index's best rerank_k with CAN's cross-attention pair model (needs pair.onnx "
-               "in the model directory; see GET /readyz rerankers)")
 
 
-def _check_rerank(rerank: str, gallery) -> None:
-    if rerank == "can" and gallery.pair is None:
+def _filters(options: SearchOptions, gallery) -> Filters:
+    """The options' filters, once the re-ranking they ask for is known to be available."""
+    if options.rerank == "can" and gallery.pair is None:
         raise BadInput("rerank=can needs a model with CAN's pair model (pair.onnx beside image.onnx; "
                        "train one with `reid train-can`); this model has none", status=422)
+    return build_filters(options.cameras, options.exclude_cameras, options.since, options.until)
 
 
 def _response(hits, t0: float, info: QueryInfo) -> QueryResponse:
@@ -41,23 +42,11 @@ async def query(
         list[UploadFile], File(min_length=1, description="one image, several frames of one person, or a clip "
                                "(each non-empty: a zero-byte file gets 400)")
     ],
-    top_k: Annotated[int, Form(ge=1, le=1000)] = 10,
-    cameras: Annotated[
-        list[str] | None, Form(description="only these cameras (repeat or comma-separate)")
-    ] = None,
-    exclude_cameras: Annotated[list[str] | None, Form(description="skip these cameras")] = None,
-    since: Annotated[str | None, Form(description="ISO 8601: items seen at or after")] = None,
-    until: Annotated[str | None, Form(description="ISO 8601: items seen at or before")] = None,
-    min_score: Annotated[
-        float | None, Form(ge=-1.0, le=1.0, description="drop hits below this score")
-    ] = None,
-    rerank: Annotated[Rerank, Form(description=RERANK_HELP)] = "none",
-    rerank_k: Annotated[int, Form(ge=1, le=1000, description="rerank=can: shortlist length")] = 100,
+    options: Annotated[SearchOptions, Form()],
 ) -> QueryResponse:
     """Rank gallery items by similarity to the query person."""
     t0 = time.perf_counter()
-    filters = build_filters(cameras, exclude_cameras, since, until)
-    _check_rerank(rerank, gallery)
+    filters = _filters(options, gallery)
     if not files:
         raise BadInput("no files uploaded (use the multipart field 'files')")
     if len(files) == 1 and await is_video(files[0]):
@@ -83,36 +72,25 @@ async def query(
         q = (await embedder.embed_async(frames))[0]
     else:
         q = await embedder.embed_tracklet_async(frames)
-    query_map = await run_in_threadpool(gallery.item_maps, [frames]) if rerank == "can" else None
+    query_map = await run_in_threadpool(gallery.item_maps, [frames]) if options.rerank == "can" else None
     ts = time.perf_counter()
-    hits = await run_in_threadpool(gallery.search, q, top_k, filters, min_score, rerank,
-                                   rerank_k, query_map[0] if query_map else None)
+    hits = await run_in_threadpool(gallery.search, q, options.top_k, filters, options.min_score, options.rerank,
+                                   options.rerank_k, query_map[0] if query_map else None)
     request.app.state.metrics.search.observe(time.perf_counter() - ts)
     return _response(hits, t0, QueryInfo(kind="image" if len(frames) == 1 else "tracklet", n_frames=len(frames),
-                                         rerank=rerank))
+                                         rerank=options.rerank))
 
 
 @router.get("/gallery/{item_id}/similar", response_model=QueryResponse)
-def similar(
-    request: Request,
-    gallery: GalleryDep,
-    item_id: ItemId,
-    top_k: Annotated[int, Query(ge=1, le=1000)] = 10,
-    cameras: Annotated[list[str] | None, Query(description="only these cameras (repeat or comma-separate)")] = None,
-    exclude_cameras: Annotated[list[str] | None, Query(description="skip these cameras")] = None,
-    since: Annotated[str | None, Query(description="ISO 8601: items seen at or after")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601: items seen at or before")] = None,
-    min_score: Annotated[float | None, Query(ge=-1.0, le=1.0, description="drop hits below this score")] = None,
-    rerank: Annotated[Rerank, Query(description=RERANK_HELP)] = "none",
-    rerank_k: Annotated[int, Query(ge=1, le=1000, description="rerank=can: shortlist length")] = 100,
-) -> QueryResponse:
+def similar(request: Request, gallery: GalleryDep, item_id: ItemId,
+            options: Annotated[SearchOptions, Query()]) -> QueryResponse:
     """Gallery items like this one (its stored embedding as the query; the item itself left out)."""
     t0 = time.perf_counter()
-    filters = build_filters(cameras, exclude_cameras, since, until)
-    _check_rerank(rerank, gallery)
+    filters = _filters(options, gallery)
     rec = gallery.get(item_id)
-    hits = gallery.similar(item_id, top_k, filters, min_score, rerank, rerank_k) if rec else None
+    hits = (gallery.similar(item_id, options.top_k, filters, options.min_score, options.rerank, options.rerank_k)
+            if rec else None)
     if hits is None:
         raise BadInput(f"gallery item {item_id} not found", 404)
     request.app.state.metrics.search.observe(time.perf_counter() - t0)
-    return _response(hits, t0, QueryInfo(kind=rec.kind, n_frames=rec.n_frames, rerank=rerank))
+    return _response(hits, t0, QueryInfo(kind=rec.kind, n_frames=rec.n_frames, rerank=options.rerank))
