@@ -85,6 +85,10 @@ SOUPS = {
     "soup-seed2": ("the dev run and a second plain run (seed 2)", [
         ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
         ("runs/osnet_cm2duke_seed2/last.pt", "osnet_cm2duke_seed2")], "duke"),
+    "soup-alltest": ("a fresh run of the dev recipe (2026-12-07; alone 66.2 / 45.4 on Duke by `reid eval`) and the "
+                     "with_test run", [
+        ("runs/osnet_cm2duke_retain_4ep/last.pt", "osnet_cm2duke_retain_4ep"),
+        ("runs/osnet_cm2duke_alltest/last.pt", "osnet_cm2duke_alltest")], "duke"),
     "soup-cd2market": ("the leave-Market-out run and its MixStyle run", [
         ("runs/osnet_cd2market/last.pt", "osnet_cd2market"),
         ("runs/osnet_cd2market_mixstyle/last.pt", "osnet_cd2market_mixstyle")], "market"),
