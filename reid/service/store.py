@@ -210,7 +210,9 @@ class Store:
             columns = {r[1] for r in c.execute("PRAGMA table_info(items)")}
             if "scene" not in columns:
                 c.execute("ALTER TABLE items ADD COLUMN scene TEXT")
-            c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
+            version = c.execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
+            if version is None or int(version[0]) < SCHEMA_VERSION:  # a newer release's number stays
+                c.execute("INSERT OR REPLACE INTO meta VALUES ('schema_version', ?)", (str(SCHEMA_VERSION),))
             c.execute("COMMIT")
         except BaseException:
             c.execute("ROLLBACK")
