@@ -5,6 +5,7 @@ model tie and `reid reindex`."""
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import subprocess
 import sys
@@ -404,6 +405,13 @@ def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "indexed 15 images" in r.stdout and "broken.jpg" in r.stderr
+    # a time the retention policy already expired is refused up front, naming the setting
+    r = subprocess.run(
+        [sys.executable, "-m", "reid.cli", "index", str(folder), "--camera", "C", "--data-dir", str(data),
+         "--timestamp", "2020-01-01T00:00:00Z"],
+        capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "REID_RETENTION_DAYS": "30"},
+    )
+    assert r.returncode == 2 and "REID_RETENTION_DAYS" in r.stderr and "Traceback" not in r.stderr, r.stderr
     r = subprocess.run(
         [
             sys.executable,
@@ -503,3 +511,45 @@ def test_a_database_from_the_previous_release_gains_the_scene_column(tmp_path: P
     Store(db)  # another process opening it finds the work done
     version = sqlite3.connect(db).execute("SELECT value FROM meta WHERE key = 'schema_version'").fetchone()
     assert version == ("2",)
+
+
+def test_retention_deletes_what_was_last_seen_too_long_ago(tmp_path: Path) -> None:
+    """REID_RETENTION_DAYS: age runs from an item's end time, else its start, else when it was indexed.
+    Expired items go from SQLite, the index and disk, in batches; a gallery with nothing to expire is
+    not written to; the expiry query uses its index (a scan would cost every tick on a big gallery)."""
+    day = 86400.0
+    now = time.time()
+    s = settings(tmp_path, retention_days=30)
+    e = Embedder(s)
+    g = Gallery(s, e, background=False)
+    try:
+        imgs = crops(7, seed=5)
+        old = g.add_images(imgs[:3], "A", timestamp=now - 40 * day)
+        recent = g.add_images(imgs[3:4], "A", timestamp=now - 20 * day)
+        undated = g.add_images(imgs[4:5], "B")  # no timestamp: its age runs from now (indexed)
+        # a tracklet that started long ago but was still seen recently stays
+        long_seen = g.add_tracklet(imgs[5:7], "C", ts_start=now - 50 * day, ts_end=now - 10 * day)
+        files = [g.path(c) for r in old for c in g.get(r.id).crops]
+        assert all(f.is_file() for f in files)
+        plan = " ".join(str(r) for r in g.store._r.execute(
+            "EXPLAIN QUERY PLAN SELECT 1 FROM items WHERE COALESCE(ts_end, ts_start, created_at) < ?", (now,)))
+        assert "items_seen" in plan, plan
+
+        deleted, generation = g.store.delete_seen_before(now - 30 * day, limit=2)  # oldest first, in batches
+        assert len(deleted) == 2
+        g._forget(deleted, generation)  # the index and files follow, as in purge_expired
+        assert g.purge_expired() == 1
+        kept = {r.id for r in [*recent, *undated, long_seen]}
+        assert g.store.all_ids() == kept and g.index.ntotal == 3
+        assert not any(f.exists() for f in files)
+        hits = g.search(e.embed(imgs[:1])[0], 10)
+        assert {h.record.id for h in hits} == kept
+
+        generation = g.store.generation()
+        assert g.purge_expired() == 0 and g.store.generation() == generation  # nothing to do, nothing written
+        g.settings = settings(tmp_path)  # retention 0: keep everything, however old
+        (ancient,) = g.add_images(imgs[:1], "A", timestamp=0.0)
+        assert g.purge_expired() == 0 and g.get(ancient.id) is not None
+    finally:
+        g.close()
+        e.close()

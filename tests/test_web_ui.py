@@ -168,6 +168,21 @@ def test_upload_search_delete_in_a_real_browser(server: str, browser, tmp_path: 
     page.click("#search-btn")
     page.wait_for_function(f"!document.querySelector(\"#results li.card[data-id='{top_id}']\") && "
                            "document.querySelectorAll('#results li.card').length > 0", timeout=60000)
+
+    # erasing by filter: offered only with a filter set; deletes what the filter lists
+    page.click("nav >> text=Gallery")
+    page.fill("#gallery-form input[name=camera]", "")
+    page.click("#gallery-form button[type=submit]")
+    status = "document.querySelector('#gallery-status').textContent"
+    page.wait_for_function(f"{status}.endsWith('of {len(gallery) - 1} items.')")
+    assert page.locator("#gallery-delete").is_hidden()
+    page.fill("#gallery-form input[name=camera]", "cam-B")
+    page.click("#gallery-form button[type=submit]")
+    page.wait_for_selector("#gallery-delete:not([hidden])")
+    page.click("#gallery-delete")
+    page.wait_for_function(f"{status} === 'Deleted {len(gallery) - 1} items.'", timeout=20000)
+    assert page.locator("#gallery li.card").count() == 0 and page.locator("#gallery-delete").is_hidden()
+    assert httpx.get(f"{server}/gallery", timeout=5).json()["total"] == 0
     assert not errors, errors
 
 

@@ -339,11 +339,32 @@ class Gallery:
 
     def delete(self, item_id: int) -> bool:
         rec, gen = self.store.delete(item_id)
-        if rec is None:
-            return False
-        self.index.apply(self.store, gen, removed=[item_id])
-        shutil.rmtree(self._item_dir(item_id), ignore_errors=True)
-        return True
+        return self._forget([rec] if rec else [], gen) == 1
+
+    def delete_matching(self, filters: Filters) -> int:
+        """Delete what ``list(filters)`` pages through; → how many items went."""
+        return self._forget(*self.store.delete_matching(filters))
+
+    def purge_expired(self) -> int:
+        """Apply the retention policy (``REID_RETENTION_DAYS``): delete items last seen longer ago,
+        in batches so writers are never held up for long; → how many went."""
+        days = self.settings.retention_days
+        if not days:
+            return 0
+        cutoff, total = time.time() - days * 86400, 0
+        while n := self._forget(*self.store.delete_seen_before(cutoff)):
+            total += n
+        if total:
+            log.info("retention: deleted %d items last seen over %g days ago", total, days)
+        return total
+
+    def _forget(self, deleted: list[ItemRecord], generation: int) -> int:
+        """After the store deleted rows: drop their vectors from the index and their files from disk."""
+        if deleted:
+            self.index.apply(self.store, generation, removed=[r.id for r in deleted])
+            for rec in deleted:
+                shutil.rmtree(self._item_dir(rec.id), ignore_errors=True)
+        return len(deleted)
 
     # --- reads -------------------------------------------------------------------------------------
     def get(self, item_id: int) -> ItemRecord | None:
@@ -480,10 +501,12 @@ class Gallery:
         self._saved_generation = self.index.state.generation
 
     def _background(self) -> None:
-        """Snapshot the FAISS cache now and then, and train the configured ANN index once the
-        gallery is large enough (built off-lock, swapped in after replaying concurrent writes)."""
+        """Now and then: apply the retention policy, snapshot the FAISS cache, and train the configured
+        ANN index once the gallery is large enough (built off-lock, swapped in after replaying concurrent
+        writes)."""
         while not self._stop.wait(max(self.settings.index.save_interval_s, 0.5)):
             try:
+                self.purge_expired()
                 if self.index.wants_training():
                     self.index.build(self.store)
                     self._saved_generation = -1  # snapshot the trained index even if nothing else changed

@@ -4,6 +4,7 @@ lists and search filters. A problem is a :class:`BadInput` carrying the HTTP sta
 from __future__ import annotations
 
 import json
+import time
 from datetime import datetime, timezone
 from typing import Any
 
@@ -22,6 +23,14 @@ def parse_time(value: str | None, field: str) -> float | None:
     if dt.tzinfo is None:
         dt = dt.replace(tzinfo=timezone.utc)
     return dt.timestamp()
+
+
+def check_retained(ts: float | None, retention_days: float, field: str) -> None:
+    """Refuse a time the retention policy has already expired: its items would be deleted at once."""
+    if ts is not None and retention_days and ts < time.time() - retention_days * 86400:
+        raise BadInput(f"{field}: {datetime.fromtimestamp(ts, timezone.utc):%Y-%m-%dT%H:%M:%SZ} is older than "
+                       f"the retention period ({retention_days:g} days, REID_RETENTION_DAYS): it would be "
+                       "deleted at once", 422)
 
 
 def parse_meta(value: str | None, limit: int = 16384) -> dict[str, Any] | None:

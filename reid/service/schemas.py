@@ -11,6 +11,13 @@ from pydantic import BaseModel, Field
 
 from reid.service.store import ItemRecord
 
+#: SQLite integers are signed 64-bit: larger ids and offsets cannot exist
+MAX_SQL_INT = 2**63 - 1
+ItemId = Annotated[int, PathParam(ge=1, le=MAX_SQL_INT, description="gallery item id")]
+Offset = Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="skip this many")]
+ItemKind = Literal["image", "tracklet"]
+JobState = Literal["queued", "running", "done", "failed", "cancelled"]
+
 #: POST /query's second stage: none, or CAN's cross-attention pair model over the shortlist
 Rerank = Literal["none", "can"]
 
@@ -49,6 +56,27 @@ class ItemList(BaseModel):
 
 class AddResponse(BaseModel):
     items: list[Item]
+
+
+class ItemFilter(BaseModel):
+    """Which items: query parameters of GET /gallery (what it lists) and DELETE /gallery (what it
+    deletes — the same items, so a listing previews a deletion)."""
+
+    camera: list[str] | None = Field(None, description="only these cameras (repeat or comma-separate)")
+    exclude_camera: list[str] | None = Field(None, description="skip these cameras")
+    since: str | None = Field(None, description="ISO 8601: items seen at or after (items without a time "
+                              "are left out)")
+    until: str | None = Field(None, description="ISO 8601: items seen at or before")
+    kind: ItemKind | None = None
+
+
+class GalleryPage(ItemFilter):
+    offset: int = Field(0, ge=0, le=MAX_SQL_INT, description="skip this many")
+    limit: int = Field(50, ge=1, le=500)
+
+
+class Deleted(BaseModel):
+    deleted: int = Field(description="items removed (rows, vectors, crops, thumbnails, scenes)")
 
 
 class JobAccepted(BaseModel):
@@ -108,12 +136,6 @@ ERROR_RESPONSES: dict[int | str, dict[str, Any]] = {
         (405, "method not allowed (see Allow)"), (413, "too large"), (415, "unsupported media type"),
         (422, "invalid parameters"), (503, "starting up"))}
 
-#: SQLite integers are signed 64-bit: larger ids and offsets cannot exist
-MAX_SQL_INT = 2**63 - 1
-ItemId = Annotated[int, PathParam(ge=1, le=MAX_SQL_INT, description="gallery item id")]
-Offset = Annotated[int, Query(ge=0, le=MAX_SQL_INT, description="skip this many")]
-ItemKind = Literal["image", "tracklet"]
-JobState = Literal["queued", "running", "done", "failed", "cancelled"]
 
 
 class Ready(BaseModel):

@@ -167,6 +167,9 @@ class Settings(BaseSettings):
     data_dir: Path = Field(Path("data"), description="all state: SQLite, FAISS cache, crops, thumbnails")
     sqlite_synchronous: Annotated[Literal["OFF", "NORMAL", "FULL", "EXTRA"], _upper] = Field(
         "FULL", description="SQLite synchronous mode (FULL survives power loss)")
+    retention_days: float = Field(0.0, ge=0, description="delete items whose person was last seen more than "
+                                  "this many days ago (end time, else start, else when indexed), checked "
+                                  "every REID_INDEX_SAVE_INTERVAL_S by the API; 0 = keep forever")
 
     # --- model / inference ---------------------------------------------------------------------
     model: Path = Field(

@@ -46,6 +46,7 @@ CREATE TABLE IF NOT EXISTS items (
 CREATE INDEX IF NOT EXISTS items_camera_ts ON items (camera, ts_start);
 CREATE INDEX IF NOT EXISTS items_ts ON items (ts_start);
 CREATE INDEX IF NOT EXISTS items_footage ON items (footage_id);
+CREATE INDEX IF NOT EXISTS items_seen ON items (COALESCE(ts_end, ts_start, created_at));
 CREATE TABLE IF NOT EXISTS deletions (gen INTEGER NOT NULL, id INTEGER NOT NULL);
 CREATE TABLE IF NOT EXISTS maps (id INTEGER PRIMARY KEY, model_id TEXT NOT NULL, map BLOB NOT NULL);
 CREATE INDEX IF NOT EXISTS deletions_gen ON deletions (gen);
@@ -56,6 +57,9 @@ _COLS = (
     "thumbnail, crops, n_frames, model_id, created_at, scene"
 )
 SCHEMA_VERSION = 2  # 2: items.scene
+#: when an item's person was last seen: its end time, else its start, else when it was indexed. Retention
+#: counts from it; the expression is index ``items_seen``'s, word for word, so SQLite uses that index.
+SEEN_AT = "COALESCE(ts_end, ts_start, created_at)"
 
 
 @dataclass
@@ -281,16 +285,35 @@ class Store:
                   (rec.thumbnail, json.dumps(rec.crops), rec.scene, rec.id))
 
     def delete(self, item_id: int) -> tuple[ItemRecord | None, int]:
-        """Delete one row (logged for index replay) → (the deleted record or None, generation)."""
+        """Delete one row → (the deleted record or None, generation)."""
+        recs, gen = self._delete_where(" WHERE id = ?", [item_id])
+        return (recs[0] if recs else None), gen
+
+    def delete_matching(self, filters: Filters) -> tuple[list[ItemRecord], int]:
+        """Delete every row ``list(filters)`` would page through → (deleted records, generation)."""
+        return self._delete_where(*filters.sql())
+
+    def delete_seen_before(self, cutoff: float, limit: int = 5000) -> tuple[list[ItemRecord], int]:
+        """Delete up to ``limit`` rows last seen before ``cutoff`` (POSIX s), oldest first. Checks with a
+        read first, so a policy that finds nothing to do writes nothing (no generation bump)."""
+        where = f" WHERE {SEEN_AT} < ?"
+        if self._r.execute(f"SELECT 1 FROM items{where} LIMIT 1", (cutoff,)).fetchone() is None:
+            return [], -1
+        return self._delete_where(f"{where} ORDER BY {SEEN_AT} LIMIT {int(limit)}", [cutoff])
+
+    def _delete_where(self, where: str, args: list[Any]) -> tuple[list[ItemRecord], int]:
+        """Delete the rows ``SELECT … FROM items<where>`` finds, in one transaction whose deletions are
+        logged for index replay (another process's index catches up from the log)."""
         with self.transaction() as tx:
             c = tx.c
-            r = c.execute(f"SELECT {_COLS} FROM items WHERE id = ?", (item_id,)).fetchone()
-            if r is not None:
-                c.execute("DELETE FROM items WHERE id = ?", (item_id,))
-                c.execute("DELETE FROM maps WHERE id = ?", (item_id,))
+            rows = c.execute(f"SELECT {_COLS} FROM items{where}", args).fetchall()
+            if rows:
+                ids = [(r[0],) for r in rows]
                 gen = int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
-                c.execute("INSERT INTO deletions VALUES (?, ?)", (gen, item_id))
-        return (_row(r) if r is not None else None), tx.generation
+                c.executemany("DELETE FROM items WHERE id = ?", ids)
+                c.executemany("DELETE FROM maps WHERE id = ?", ids)
+                c.executemany("INSERT INTO deletions VALUES (?, ?)", [(gen, i) for (i,) in ids])
+        return [_row(r) for r in rows], tx.generation
 
     @staticmethod
     def put_maps(c: sqlite3.Connection, rows: list[tuple[int, str, bytes]]) -> None:

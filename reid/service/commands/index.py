@@ -91,7 +91,7 @@ def index_command(
     from rich.progress import BarColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
     from reid.ingest.decode import is_footage
-    from reid.service.inputs import parse_meta, parse_time
+    from reid.service.inputs import check_retained, parse_meta, parse_time
     from reid.service.uploads import BadInput
 
     footage = folder.exists() and is_footage(folder)
@@ -103,6 +103,10 @@ def index_command(
     except BadInput as e:
         raise typer.BadParameter(e.message) from e
     settings = settings_from(model=model, data_dir=data_dir)
+    try:
+        check_retained(ts, settings.retention_days, "start" if start else "timestamp")
+    except BadInput as e:
+        raise typer.BadParameter(e.message) from e
     if not footage:
         with Progress() as bar:
             task = bar.add_task(f"indexing {camera}", total=None)

@@ -1,5 +1,5 @@
 """Gallery endpoints: add (images, zip, tracklet; videos go to the footage job queue), list, get,
-thumbnail, delete."""
+thumbnail, scene, crops, delete (one item, or every item a filter matches)."""
 
 from __future__ import annotations
 
@@ -15,9 +15,20 @@ from fastapi import Path as PathParam
 from fastapi.concurrency import run_in_threadpool
 from fastapi.responses import FileResponse, JSONResponse, Response
 
-from reid.service.inputs import build_filters, parse_camera, parse_meta, parse_time
+from reid.service.inputs import build_filters, check_retained, parse_camera, parse_meta, parse_time
 from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
-from reid.service.schemas import ERROR_RESPONSES, AddResponse, ItemId, ItemKind, ItemList, JobAccepted, Offset, item_out
+from reid.service.schemas import (
+    ERROR_RESPONSES,
+    AddResponse,
+    Deleted,
+    GalleryPage,
+    ItemFilter,
+    ItemId,
+    ItemList,
+    JobAccepted,
+    item_out,
+)
+from reid.service.store import Filters
 from reid.service.uploads import BadInput, expand, looks_like_video
 
 router = APIRouter(tags=["gallery"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
@@ -101,6 +112,7 @@ async def add_to_gallery(
     cam = parse_camera(camera)
     assert cam is not None
     ts = parse_time(timestamp, "timestamp")
+    check_retained(ts, settings.retention_days, "timestamp")
     meta_d = parse_meta(meta)
     if not files:
         raise BadInput("no files uploaded (use the multipart field 'files')")
@@ -134,22 +146,26 @@ async def add_to_gallery(
 
 
 @router.get("/gallery", response_model=ItemList)
-def list_gallery(
-    gallery: GalleryDep,
-    offset: Offset = 0,
-    limit: Annotated[int, Query(ge=1, le=500)] = 50,
-    camera: Annotated[
-        list[str] | None, Query(description="only these cameras (repeat or comma-separate)")
-    ] = None,
-    exclude_camera: Annotated[list[str] | None, Query()] = None,
-    since: Annotated[str | None, Query(description="ISO 8601")] = None,
-    until: Annotated[str | None, Query(description="ISO 8601")] = None,
-    kind: Annotated[ItemKind | None, Query()] = None,
-) -> ItemList:
-    """Page through the gallery (by id), filtered by camera and time."""
-    filters = build_filters(camera, exclude_camera, since, until, kind)
-    recs, total = gallery.list(filters, offset, limit)
-    return ItemList(items=[item_out(r) for r in recs], total=total, offset=offset, limit=limit)
+def list_gallery(gallery: GalleryDep, page: Annotated[GalleryPage, Query()]) -> ItemList:
+    """Page through the gallery (by id), filtered by camera, time and kind."""
+    recs, total = gallery.list(_filters(page), page.offset, page.limit)
+    return ItemList(items=[item_out(r) for r in recs], total=total, offset=page.offset, limit=page.limit)
+
+
+@router.delete("/gallery", response_model=Deleted)
+def delete_matching(gallery: GalleryDep, which: Annotated[ItemFilter, Query()]) -> Deleted:
+    """Delete every item GET /gallery lists with the same filters (at least one is required: this
+    never empties the gallery by accident). For erasure requests and clean-ups; REID_RETENTION_DAYS
+    deletes old items on its own."""
+    filters = _filters(which)
+    if not filters.active():
+        raise BadInput("DELETE /gallery needs a filter (camera, exclude_camera, since, until or kind); "
+                       "to delete one item use DELETE /gallery/{id}", 422)
+    return Deleted(deleted=gallery.delete_matching(filters))
+
+
+def _filters(which: ItemFilter) -> Filters:
+    return build_filters(which.camera, which.exclude_camera, which.since, which.until, which.kind)
 
 
 def _get(gallery: Any, item_id: int):

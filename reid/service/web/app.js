@@ -334,18 +334,26 @@ async function loadCameras() {
 let galleryLoaded = false;
 let galleryOffset = 0;
 
-async function loadGallery(reset) {
-  const status = $("#gallery-status");
-  const list = $("#gallery");
+// The gallery form's filters, as GET /gallery (listing) and DELETE /gallery (erasing) both take them.
+function galleryFilters() {
   const f = new FormData($("#gallery-form"));
-  if (reset) { galleryOffset = 0; list.replaceChildren(); }
-  const q = new URLSearchParams({ limit: String(PAGE), offset: String(galleryOffset) });
+  const q = new URLSearchParams();
   const cam = (f.get("camera") || "").trim();
   if (cam) q.set("camera", cam);
   for (const name of ["since", "until"]) {
     const iso = localToIso(f.get(name));
     if (iso) q.set(name, iso);
   }
+  return q;
+}
+
+async function loadGallery(reset) {
+  const status = $("#gallery-status");
+  const list = $("#gallery");
+  if (reset) { galleryOffset = 0; list.replaceChildren(); }
+  const filters = galleryFilters();
+  const q = new URLSearchParams({ limit: String(PAGE), offset: String(galleryOffset) });
+  for (const [k, v] of filters) q.set(k, v);
   setStatus(status, "Loading…");
   try {
     const { body } = await api(`gallery?${q}`);
@@ -357,6 +365,9 @@ async function loadGallery(reset) {
     const shown = list.children.length;
     setStatus(status, total != null ? `${shown} of ${total} items.` : `${shown} items.`);
     $("#gallery-more").hidden = !(total != null ? shown < total : items.length === PAGE);
+    // erasing by filter: only with a filter (the API refuses none) and something to erase
+    $("#gallery-delete").hidden = !(filters.toString() && total);
+    $("#gallery-delete").dataset.total = String(total);
   } catch (err) {
     setStatus(status, `Could not load the gallery — ${err.message}`, true);
   }
@@ -370,6 +381,21 @@ async function deleteItem(id, node) {
     loadCameras();
     for (const n of document.querySelectorAll(`[data-id="${CSS.escape(String(id))}"]`)) n.remove();
     setStatus($("#gallery-status"), `Deleted item ${id}.`);
+  } catch (err) {
+    setStatus($("#gallery-status"), `Delete failed — ${err.message}`, true);
+  }
+}
+
+async function deleteMatching() {
+  const filters = galleryFilters();
+  const total = $("#gallery-delete").dataset.total;
+  if (!filters.toString()) return;
+  if (!confirm(`Delete all ${total} items these filters match, with their pictures? This cannot be undone.`)) return;
+  try {
+    const { body } = await api(`gallery?${filters}`, { method: "DELETE" });
+    await loadGallery(true);
+    loadCameras();
+    setStatus($("#gallery-status"), `Deleted ${body.deleted} items.`);
   } catch (err) {
     setStatus($("#gallery-status"), `Delete failed — ${err.message}`, true);
   }
@@ -531,6 +557,7 @@ wireDrop($("#upload-drop"), $("#upload-files"), $("#upload-previews"));
 $("#search-form").addEventListener("submit", search);
 $("#gallery-form").addEventListener("submit", (e) => { e.preventDefault(); loadGallery(true); });
 $("#gallery-more").addEventListener("click", () => loadGallery(false));
+$("#gallery-delete").addEventListener("click", deleteMatching);
 $("#upload-form").addEventListener("submit", upload);
 showTab(location.hash.slice(1));
 loadCameras();
