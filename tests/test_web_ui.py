@@ -214,6 +214,47 @@ def test_api_key_field_unlocks_the_page(server: str, browser) -> None:
     page.wait_for_function("document.querySelectorAll('#gallery li.card').length === 2")
 
 
+def test_results_can_be_read_in_time_order(server: str, browser) -> None:
+    """'By time' re-orders the same hits by when they were seen (undated last), each keeping its
+    rank by score; 'best match first' restores the ranking. No new search is made."""
+    val = shared_path("data", "cuhk03", "val")
+    for cam, ts, names in [("hall", "2024-05-01T12:30:00Z", ["0005_05.jpg", "0030_05.jpg"]),
+                           ("door", "2024-05-01T12:10:00Z", ["0005_06.jpg"]),
+                           ("yard", None, ["0010_05.jpg"]),
+                           ("lift", "2024-05-01T12:20:00Z", ["0017_06.jpg"])]:  # times not in id order
+        files = [("files", (n, (val / n).read_bytes(), "image/jpeg")) for n in names]
+        r = httpx.post(server + "/gallery", files=files, data={"camera": cam, **({"timestamp": ts} if ts else {})},
+                       timeout=60)
+        assert r.status_code == 201, r.text
+
+    page = browser.new_page(viewport={"width": 1280, "height": 860})
+    errors: list[str] = []
+    page.on("pageerror", lambda e: errors.append(str(e)))
+    page.goto(server + "/")
+    assert page.locator("#order-label").is_hidden()  # nothing to order yet
+    page.set_input_files("#query-files", str(val / QUERY))
+    page.click("#search-btn")
+    page.wait_for_function("document.querySelectorAll('#results li.card').length === 5", timeout=60000)
+
+    def shown() -> list[tuple[str, str]]:
+        cards = page.locator("#results li.card")
+        return [(cards.nth(i).locator(".rank").inner_text(), cards.nth(i).locator(".cam").inner_text())
+                for i in range(cards.count())]
+
+    by_score = shown()
+    assert [rank for rank, _ in by_score] == [f"#{i}" for i in range(1, 6)]
+    page.select_option("#results-order", "time")
+    by_time = shown()
+    assert sorted(by_time) == sorted(by_score)  # the same hits, ranks kept
+    cams = [cam.removeprefix("camera ") for _, cam in by_time]
+    assert cams[:2] == ["door", "lift"] and set(cams[2:4]) == {"hall"} and cams[4] == "yard", cams
+    hall = [rank for rank, cam in by_time if cam == "camera hall"]
+    assert hall == sorted(hall, key=lambda r: int(r[1:]))  # same time: by rank
+    page.select_option("#results-order", "score")
+    assert shown() == by_score
+    assert not errors, errors
+
+
 def test_footage_upload_shows_live_job_progress(server: str, browser, tmp_path: Path) -> None:
     """A video dropped on the upload form becomes a job whose progress bar fills and ends in 'done';
     its tracklet appears in the gallery with its frames and where it came from."""

@@ -270,6 +270,19 @@ function searchOptions() {
   return out;
 }
 
+// The last search's hits, best first: re-drawn by score or by time without searching again.
+let lastResults = [];
+
+// By time, the hits read as a route (camera after camera); each keeps its rank by score.
+function renderResults() {
+  const ranked = lastResults.map((r, i) => [r, i + 1]);
+  if ($("#results-order").value === "time") {
+    const t = (r) => toDate(startOf(r))?.getTime() ?? Infinity;  // undated hits last
+    ranked.sort(([a, ra], [b, rb]) => t(a) - t(b) || ra - rb);
+  }
+  $("#results").replaceChildren(...ranked.map(([r, rank]) => card(r, { rank })));
+}
+
 async function showResults(request, what) {
   const status = $("#search-status");
   const btn = $("#search-btn");
@@ -279,12 +292,16 @@ async function showResults(request, what) {
   try {
     const { body } = await request();
     const results = body.results || [];
-    list.replaceChildren(...results.map((r, i) => card(r, { rank: i + 1 })));
+    lastResults = results;
+    renderResults();
+    $("#order-label").hidden = !results.length;
     const took = body.took_ms != null ? ` in ${Math.round(body.took_ms)} ms` : "";
     setStatus(status, results.length ? `${results.length} result${results.length > 1 ? "s" : ""}${what}${took}.`
       : `No matches${what}${took}. Try fewer filters or a lower min score.`);
   } catch (err) {
+    lastResults = [];
     list.replaceChildren();
+    $("#order-label").hidden = true;
     setStatus(status, `Search failed — ${err.message}`, true);
   } finally {
     btn.disabled = false;
@@ -558,6 +575,7 @@ $("#search-form").addEventListener("submit", search);
 $("#gallery-form").addEventListener("submit", (e) => { e.preventDefault(); loadGallery(true); });
 $("#gallery-more").addEventListener("click", () => loadGallery(false));
 $("#gallery-delete").addEventListener("click", deleteMatching);
+$("#results-order").addEventListener("change", renderResults);
 $("#upload-form").addEventListener("submit", upload);
 showTab(location.hash.slice(1));
 loadCameras();
