@@ -370,6 +370,13 @@ def test_retention_policy_deletes_old_items_and_refuses_old_uploads(tmp_path: Pa
             assert all(c.get(f"/gallery/{it['id']}/thumbnail").status_code == 404 for it in dated)
             hits = query(c, [gallery[0]], top_k=5).json()["results"]
             assert [h["id"] for h in hits] == [undated[0]["id"]]
+            # `reid delete` from another process while the server runs: its next search knows
+            r = subprocess.run([sys.executable, "-m", "reid.cli", "delete", "--camera", "B", "--model",
+                                str(srv.model), "--data-dir", str(srv.data_dir)],
+                               capture_output=True, text=True, cwd=REPO, timeout=120)
+            assert r.returncode == 0 and "deleted 1 item\n" in r.stdout, r.stderr
+            assert query(c, [gallery[0]], top_k=5).json()["results"] == []
+            assert c.get("/readyz").json()["index_size"] == 0
     finally:
         srv.stop()
 

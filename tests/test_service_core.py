@@ -412,6 +412,17 @@ def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
         capture_output=True, text=True, cwd=REPO, timeout=120, env={**os.environ, "REID_RETENTION_DAYS": "30"},
     )
     assert r.returncode == 2 and "REID_RETENTION_DAYS" in r.stderr and "Traceback" not in r.stderr, r.stderr
+
+    def reid(*args: str) -> subprocess.CompletedProcess:
+        return subprocess.run([sys.executable, "-m", "reid.cli", *args, "--data-dir", str(data)],
+                              capture_output=True, text=True, cwd=REPO, timeout=120)
+
+    # erasure: never without a filter; a bad time is a CLI error; a camera filter deletes that camera
+    for bad in ([], ["--since", "yesterday"], ["--kind", "person"]):
+        r = reid("delete", *bad)
+        assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr
+    r = reid("delete", "--camera", "nobody")
+    assert r.returncode == 0 and "deleted 0 items" in r.stdout, r.stderr
     r = subprocess.run(
         [
             sys.executable,
@@ -431,6 +442,10 @@ def test_cli_index_and_query(tmp_path: Path, cuhk03_val: Path) -> None:
     )
     assert r.returncode == 0, r.stderr
     assert "0001_07.jpg" in r.stdout.splitlines()[3]  # first hit row: the same image
+    r = reid("delete", "--camera", "B")
+    assert r.returncode == 0 and "deleted 15 items" in r.stdout, r.stderr
+    r = reid("query", str(folder / "0001_07.jpg"))
+    assert r.returncode == 0 and "0001_07.jpg" not in r.stdout
 
 
 def test_settings_sections_are_the_configs_they_feed(monkeypatch) -> None:
