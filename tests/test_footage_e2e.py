@@ -35,7 +35,7 @@ def test_prw_frames_indexed_then_person_0001_found_first(tmp_path: Path) -> None
 
     settings = Settings(model=REPO / "reid" / "models" / "default", data_dir=tmp_path / "data", intra_op_threads=1)
     # still frames ≥ 1 s apart: no tracking, every detection is a tracklet
-    cfg = PipelineConfig(detector=DetectorConfig(name=str(nanodet)), detect_stride=1,
+    cfg = PipelineConfig(detector=DetectorConfig(name=str(nanodet)), detect_fps=0,
                          tracker=TrackerConfig(min_hits=1, match_iou=1.01, match_iou_low=1.01),
                          tracklets=TrackletConfig(min_frames=1))
     embedder = Embedder(settings)

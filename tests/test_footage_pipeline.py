@@ -22,7 +22,7 @@ from reid.ingest.detect import (
     nms,
     sniff_format,
 )
-from reid.ingest.pipeline import FootageJob, PipelineConfig, process_footage
+from reid.ingest.pipeline import FootageJob, PipelineConfig, detect_stride, process_footage
 from reid.ingest.track import Tracker, TrackerConfig, iou_matrix
 from reid.ingest.tracklets import SCENE_BOX_BGR, Candidate, TrackletBuilder, TrackletConfig, select_frames
 from reid.service.records import gallery_entries
@@ -35,13 +35,13 @@ def intel_mp4() -> Path:
     return shared_path(*INTEL, "one-by-one-person-detection.mp4")
 
 
-def write_clip(src: Path, dst: Path, start: int, n: int, fourcc: str = "mp4v") -> Path:
-    """The n frames of ``src`` from ``start`` as a small real video file."""
+def write_clip(src: Path, dst: Path, start: int, n: int, fourcc: str = "mp4v", fps: float = 10) -> Path:
+    """The n frames of ``src`` from ``start`` as a small real video file (at ``src``'s 10 fps unless told)."""
     cap = cv2.VideoCapture(str(src))
     cap.set(cv2.CAP_PROP_POS_FRAMES, start)
     ok, f = cap.read()
     assert ok
-    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*fourcc), 10, (f.shape[1], f.shape[0]))
+    out = cv2.VideoWriter(str(dst), cv2.VideoWriter_fourcc(*fourcc), fps, (f.shape[1], f.shape[0]))
     for _ in range(n):
         out.write(f)
         ok, f = cap.read()
@@ -362,6 +362,19 @@ def test_pipeline_indexes_a_person_walking_in(tmp_path: Path) -> None:
     assert 1 <= len(crops) <= 8 and vec.shape == (16,)
     assert max(scene.bgr.shape[:2]) == 640 and scene.bgr.shape[1] > scene.bgr.shape[0]  # the whole frame, smaller
     assert seen and seen[-1].frames_done >= 79 and seen[-1].tracklets >= 1
+
+
+def test_detection_runs_at_a_rate_whatever_the_frame_rate(tmp_path: Path) -> None:
+    """REID_FOOTAGE_DETECT_FPS: 5 detections per second of footage by default, on 10 and 30 fps alike
+    (a 30 fps camera is not three times the work of a 10 fps one); 0 = every frame."""
+    assert [detect_stride(fps, 5.0) for fps in (10, 25, 30, 4)] == [2, 5, 6, 1]
+    assert detect_stride(30, 0) == 1 and detect_stride(0, 5.0) == 1  # unknown rate: every frame
+    clip = write_clip(intel_mp4(), tmp_path / "clip30.mp4", 230, 80, fps=30)
+    res = process_footage(FootageJob(path=clip, camera="lobby"), PipelineConfig(), _embed)
+    frames = [f for t in res.tracklets for f in t.frames]
+    assert res.info.fps == pytest.approx(30) and frames and all(f % 6 == 0 for f in frames), frames
+    res = process_footage(FootageJob(path=clip, camera="lobby"), PipelineConfig(detect_fps=0), _embed)
+    assert any(f % 2 for t in res.tracklets for f in t.frames)  # every frame
 
 
 def test_pipeline_on_a_video_without_people(tmp_path: Path) -> None:

@@ -156,7 +156,7 @@ def test_bad_footage_is_refused_and_the_gallery_is_untouched(server: Server, tmp
 def test_cancel_and_crash_recovery(tmp_path: Path) -> None:
     src = shared_path("data", "footage", "intel", "one-by-one-person-detection.mp4")
     clip = write_clip(src, tmp_path / "long.mp4", 230, 150)
-    srv = Server(tmp_path / "data", REID_FOOTAGE_DETECT_STRIDE="1").start()
+    srv = Server(tmp_path / "data", REID_FOOTAGE_DETECT_FPS="0").start()
     try:
         url = srv.url
         # cancel a running job: nothing of it is indexed
@@ -186,7 +186,7 @@ def test_cancel_and_crash_recovery(tmp_path: Path) -> None:
     finally:
         srv.stop()
     # the same footage through a server that was never killed: the same tracklets, no more, no less
-    clean = Server(tmp_path / "clean", REID_FOOTAGE_DETECT_STRIDE="1").start()
+    clean = Server(tmp_path / "clean", REID_FOOTAGE_DETECT_FPS="0").start()
     try:
         ref = wait_job(clean.url, upload(clean.url, clip).json()["job_id"])
         assert ref["state"] == "done" and ref["attempts"] == 1

@@ -18,13 +18,15 @@ from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from reid.models import SHIPPED_MODEL
 
-#: variables renamed when the settings were grouped into sections (reid-search 0.2.0): an old name is
-#: refused with the new one, never silently ignored
+#: variables renamed when the settings were grouped into sections (reid-search 0.2.0), and the frame stride
+#: that became a detection rate (0.4.0; docs/footage.md): an old name is refused with the new one, never
+#: silently ignored
 RENAMED = {
     "REID_DETECTOR": "REID_DETECTOR_NAME",
     "REID_MIN_BOX_HEIGHT": "REID_DETECTOR_MIN_HEIGHT",
     "REID_BG_SUBTRACTION": "REID_DETECTOR_BG_SUBTRACTION",
-    "REID_DETECT_STRIDE": "REID_FOOTAGE_DETECT_STRIDE",
+    "REID_DETECT_STRIDE": "REID_FOOTAGE_DETECT_FPS",
+    "REID_FOOTAGE_DETECT_STRIDE": "REID_FOOTAGE_DETECT_FPS",
     "REID_TRACK_MAX_AGE_S": "REID_FOOTAGE_TRACK_MAX_AGE_S",
     "REID_TRACKLET_FRAMES": "REID_TRACKLET_EMBED_FRAMES",
     "REID_FAISS_THREADS": "REID_INDEX_THREADS",
@@ -111,7 +113,8 @@ class DetectorSettings(BaseModel):
 class FootageSettings(BaseModel):
     """``REID_FOOTAGE_*``: decoding and tracking (reid.ingest.pipeline.PipelineConfig) and upload limits."""
 
-    detect_stride: int = Field(2, ge=1, description="detect and track on every Nth frame")
+    detect_fps: float = Field(5.0, ge=0, description="detect and track this many times per second of footage, "
+                              "whatever its frame rate (0 = every frame)")
     track_max_age_s: float = Field(1.5, gt=0, description="a track survives this long without a detection")
     fps: float | None = Field(None, gt=0, description="fps for footage without timestamps (raw .264, frame "
                               "folders without seqinfo.ini); default 25")
