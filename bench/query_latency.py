@@ -1,8 +1,8 @@
 """Query latency: search-only (FAISS) and end-to-end (HTTP → decode → embed → search → metadata)
 for one image, exact vs ANN, at several gallery sizes, with recall@10 of the ANN vs exact.
 
-Synthetic gallery vectors (dim = the default model's 1280): identities are points in a 64-d latent
-space, each item a noisy view of its identity, mapped to 1280-d by a fixed random matrix plus noise
+Synthetic gallery vectors (dim = the shipped default model's, read from its metadata): identities are
+points in a 64-d latent space, each item a noisy view of its identity, mapped up by a fixed random matrix plus noise
 and L2-normalised — structured like real embeddings (low intrinsic dimension), unlike i.i.d. noise,
 on which no ANN index can have meaningful recall. Queries are fresh views of gallery identities.
 Writes bench/query_latency.md.
@@ -26,7 +26,16 @@ sys.path.insert(0, str(REPO / "bench"))
 
 from _common import SHARED, hardware, running_server, write_report  # noqa: E402
 
-DIM, LATENT, PER_ID = 1280, 64, 4
+LATENT, PER_ID = 64, 4
+
+
+def _shipped_dim() -> int:
+    from reid.models.preprocess import read_onnx_metadata
+
+    return int(read_onnx_metadata(str(REPO / "reid" / "models" / "default" / "image.onnx"))["reid.embedding_dim"])
+
+
+DIM = _shipped_dim()  # the end-to-end rows search with the shipped model: its vectors' size
 
 
 class Synth:
@@ -367,7 +376,7 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         f"{args.threads} threads to build, {args.search_threads} FAISS thread(s) per query (the service "
         "default); one query at a time (batch 1), top-10." + ("" if status == "complete" else f" ({status})"),
         "",
-        "Gallery: synthetic 1280-d L2-normalised vectors with identity structure (64-d latent identities, "
+        f"Gallery: synthetic {DIM}-d L2-normalised vectors with identity structure (64-d latent identities, "
         f"{PER_ID} noisy views each, random projection + noise); queries are fresh views of gallery "
         "identities. Recall@10 = overlap of the ANN top-10 with the exact top-10.",
         "",
@@ -402,8 +411,8 @@ def report(args, real: list[dict], so: list[dict], e2e: list[dict], status: str)
         "",
         "Server start includes loading the model and building the index from SQLite (for IVF: "
         "k-means training); a restart with a current snapshot loads it instead.",
-        "End-to-end runs stop at the sizes listed because populating SQLite with 1M × 5 KB vectors and "
-        "rebuilding at start takes minutes on this machine — the search-only table covers 1M.",
+        f"End-to-end runs stop at the sizes listed because populating SQLite with 1M × {DIM * 4 // 1024} KB "
+        "vectors and rebuilding at start takes minutes on this machine — the search-only table covers 1M.",
         f"Full-dimension HNSW32 is built only up to {args.hnsw_max:,} items (at 100k it takes minutes "
         "on these 2 cores); `PCA128,HNSW32,RFlat` searches a 128-d PCA projection with HNSW and re-ranks "
         "the candidates exactly with the full vectors, which keeps the build affordable. `SQfp16,RFlat` "

@@ -565,6 +565,14 @@ def test_retention_deletes_what_was_last_seen_too_long_ago(tmp_path: Path) -> No
         g.settings = settings(tmp_path)  # retention 0: keep everything, however old
         (ancient,) = g.add_images(imgs[:1], "A", timestamp=0.0)
         assert g.purge_expired() == 0 and g.get(ancient.id) is not None
+
+        # erasure by filter goes in batches too (ids in order), each one logged for index replay
+        batch, generation = g.store.delete_matching(Filters(cameras=["A", "C"]), limit=1)
+        assert [r.id for r in batch] == [recent[0].id] and generation > 0
+        g._forget(batch, generation)
+        assert g.delete_matching(Filters(cameras=["A", "C"])) == 2  # long_seen and ancient
+        assert g.store.all_ids() == {undated[0].id} and g.index.ntotal == 1
+        assert g.delete_matching(Filters(cameras=["A"])) == 0
     finally:
         g.close()
         e.close()

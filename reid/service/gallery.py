@@ -342,8 +342,12 @@ class Gallery:
         return self._forget([rec] if rec else [], gen) == 1
 
     def delete_matching(self, filters: Filters) -> int:
-        """Delete what ``list(filters)`` pages through; → how many items went."""
-        return self._forget(*self.store.delete_matching(filters))
+        """Delete what ``list(filters)`` pages through, in batches so writers are never held up for
+        long; → how many items went."""
+        total = 0
+        while n := self._forget(*self.store.delete_matching(filters)):
+            total += n
+        return total
 
     def purge_expired(self) -> int:
         """Apply the retention policy (``REID_RETENTION_DAYS``): delete items last seen longer ago,

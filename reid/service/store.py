@@ -289,24 +289,25 @@ class Store:
         recs, gen = self._delete_where(" WHERE id = ?", [item_id])
         return (recs[0] if recs else None), gen
 
-    def delete_matching(self, filters: Filters) -> tuple[list[ItemRecord], int]:
-        """Delete every row ``list(filters)`` would page through → (deleted records, generation)."""
-        return self._delete_where(*filters.sql())
+    def delete_matching(self, filters: Filters, limit: int = 5000) -> tuple[list[ItemRecord], int]:
+        """Delete up to ``limit`` of the rows ``list(filters)`` pages through → (deleted records,
+        generation); call again until none are left (each batch is one short write)."""
+        where, args = filters.sql()
+        return self._delete_where(where, args, f" ORDER BY id LIMIT {int(limit)}")
 
     def delete_seen_before(self, cutoff: float, limit: int = 5000) -> tuple[list[ItemRecord], int]:
-        """Delete up to ``limit`` rows last seen before ``cutoff`` (POSIX s), oldest first. Checks with a
-        read first, so a policy that finds nothing to do writes nothing (no generation bump)."""
-        where = f" WHERE {SEEN_AT} < ?"
-        if self._r.execute(f"SELECT 1 FROM items{where} LIMIT 1", (cutoff,)).fetchone() is None:
-            return [], -1
-        return self._delete_where(f"{where} ORDER BY {SEEN_AT} LIMIT {int(limit)}", [cutoff])
+        """Delete up to ``limit`` rows last seen before ``cutoff`` (POSIX s), oldest first."""
+        return self._delete_where(f" WHERE {SEEN_AT} < ?", [cutoff], f" ORDER BY {SEEN_AT} LIMIT {int(limit)}")
 
-    def _delete_where(self, where: str, args: list[Any]) -> tuple[list[ItemRecord], int]:
-        """Delete the rows ``SELECT … FROM items<where>`` finds, in one transaction whose deletions are
-        logged for index replay (another process's index catches up from the log)."""
+    def _delete_where(self, where: str, args: list[Any], order: str = "") -> tuple[list[ItemRecord], int]:
+        """Delete the rows ``SELECT … FROM items<where><order>`` finds, in one transaction whose deletions
+        are logged for index replay (another process's index catches up from the log). Checks with a read
+        first: finding nothing writes nothing (a retention pass on an idle gallery bumps no generation)."""
+        if self._r.execute(f"SELECT 1 FROM items{where} LIMIT 1", args).fetchone() is None:
+            return [], -1
         with self.transaction() as tx:
             c = tx.c
-            rows = c.execute(f"SELECT {_COLS} FROM items{where}", args).fetchall()
+            rows = c.execute(f"SELECT {_COLS} FROM items{where}{order}", args).fetchall()
             if rows:
                 ids = [(r[0],) for r in rows]
                 gen = int(c.execute("SELECT value FROM meta WHERE key='generation'").fetchone()[0]) + 1
