@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import multiprocessing
 import re
 import sys
 import tempfile
@@ -60,6 +61,26 @@ async def load(url: str, payload: bytes, clients: int, seconds: float) -> tuple[
     return len(lat), lat, errors
 
 
+CLIENTS_PER_PROCESS = 8  # one Python event loop cannot drive many more on these cores without becoming the bottleneck
+
+
+def _load_in_process(args: tuple[str, bytes, int, float]) -> tuple[int, list[float], int]:
+    return asyncio.run(load(*args))
+
+
+def load_from_processes(url: str, payload: bytes, clients: int, seconds: float) -> tuple[int, list[float], int]:
+    """``clients`` concurrent clients spread over processes of at most CLIENTS_PER_PROCESS each: with 32
+    clients in one process, its own event loop (multipart encoding, parsing) delayed requests by seconds
+    and the table measured the client, not the server."""
+    procs = -(-clients // CLIENTS_PER_PROCESS)
+    shares = [clients // procs + (i < clients % procs) for i in range(procs)]
+    if procs == 1:
+        return _load_in_process((url, payload, clients, seconds))
+    with multiprocessing.get_context("spawn").Pool(procs) as pool:
+        parts = pool.map(_load_in_process, [(url, payload, n, seconds) for n in shares])
+    return sum(p[0] for p in parts), [x for p in parts for x in p[1]], sum(p[2] for p in parts)
+
+
 def main() -> None:
     import httpx
 
@@ -90,7 +111,7 @@ def main() -> None:
                 asyncio.run(load(url, payload, 4, 2))  # warm-up
                 for clients in (1, 8, 32):
                     s0, c0 = batch_stats(httpx.get(url + "/metrics").text)
-                    n, lat, errors = asyncio.run(load(url, payload, clients, args.seconds))
+                    n, lat, errors = load_from_processes(url, payload, clients, args.seconds)
                     s1, c1 = batch_stats(httpx.get(url + "/metrics").text)
                     mean_batch = (s1 - s0) / max(c1 - c0, 1)
                     rows.append(
@@ -113,7 +134,8 @@ def main() -> None:
         f"One run of `python bench/throughput.py --gallery {args.gallery} --seconds {args.seconds:g}`: "
         f"a real `reid serve` (one uvicorn process, default model, exact Flat index over "
         f"{args.gallery:,} synthetic items, {args.threads} ORT threads); each client (asyncio + httpx, "
-        f"same machine) sends one CUHK03 image per request, top-10, for {args.seconds:g} s.",
+        f"same machine, at most {CLIENTS_PER_PROCESS} per process) sends one CUHK03 image per request, "
+        f"top-10, for {args.seconds:g} s.",
         "",
         "| micro-batching | clients | requests/s | p50 ms | p99 ms | mean images per model run | errors |",
         "|---|---:|---:|---:|---:|---:|---:|",
@@ -124,8 +146,14 @@ def main() -> None:
             f"| {mode} | {r['clients']} | {r['rps']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} | "
             f"{r['batch']:.2f} | {r['errors']} |"
         )
+    most = max(r["clients"] for r in rows)
+    on, off = ({r["max_batch"] > 1: r for r in rows if r["clients"] == most}[k] for k in (True, False))
     lines += [
         "",
+        f"At {most} clients micro-batching ran {on['batch']:.1f} images per model run and gave "
+        f"{on['rps'] / off['rps']:.2f}× the requests/s of one image per run: what it saves is the model's "
+        "per-run overhead, which matters for a heavy model or a GPU, and little when one image is as cheap as "
+        "here next to the request's HTTP, decoding and Python work. "
         "The load generator shares the 2 cores with the server, so absolute numbers understate a "
         "dedicated server; the comparison between rows is the point.",
     ]
