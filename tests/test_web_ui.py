@@ -179,6 +179,7 @@ def test_upload_search_delete_in_a_real_browser(server: str, browser, tmp_path: 
     page.fill("#gallery-form input[name=camera]", "cam-B")
     page.click("#gallery-form button[type=submit]")
     page.wait_for_selector("#gallery-delete:not([hidden])")
+    page.fill("#gallery-form input[name=camera]", "cam-A")  # edited, not listed: the listed cam-B goes
     page.click("#gallery-delete")
     page.wait_for_function(f"{status} === 'Deleted {len(gallery) - 1} items.'", timeout=20000)
     assert page.locator("#gallery li.card").count() == 0 and page.locator("#gallery-delete").is_hidden()

@@ -383,8 +383,9 @@ async function loadGallery(reset) {
     setStatus(status, total != null ? `${shown} of ${total} items.` : `${shown} items.`);
     $("#gallery-more").hidden = !(total != null ? shown < total : items.length === PAGE);
     // erasing by filter: only with a filter (the API refuses none) and something to erase
+    // (it erases what was listed, not what the fields say if they were edited since)
     $("#gallery-delete").hidden = !(filters.toString() && total);
-    $("#gallery-delete").dataset.total = String(total);
+    Object.assign($("#gallery-delete").dataset, { total: String(total), filters: filters.toString() });
   } catch (err) {
     setStatus(status, `Could not load the gallery — ${err.message}`, true);
   }
@@ -404,9 +405,8 @@ async function deleteItem(id, node) {
 }
 
 async function deleteMatching() {
-  const filters = galleryFilters();
-  const total = $("#gallery-delete").dataset.total;
-  if (!filters.toString()) return;
+  const { total, filters } = $("#gallery-delete").dataset;
+  if (!filters) return;
   if (!confirm(`Delete all ${total} items these filters match, with their pictures? This cannot be undone.`)) return;
   try {
     const { body } = await api(`gallery?${filters}`, { method: "DELETE" });
