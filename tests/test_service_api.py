@@ -601,9 +601,19 @@ def test_bad_input_and_api_keys(tmp_path: Path, split) -> None:
             assert c.get("/gallery", params={"limit": 0}).status_code == 422
             assert c.get("/gallery", params={"since": "x"}).status_code == 422
             assert c.get("/gallery").json()["total"] == 1  # nothing half-added by the bad requests
+            assert c.delete("/gallery", params={"camera": "nobody"}).json() == {"deleted": 0}
         log = srv.log.read_text()
         assert "Traceback" not in log and " 500 " not in log
         assert "k2" not in log and "api_key" not in log  # keys sent as ?api_key= never reach the log
+        # who did what: each authorised request's line names its key by fingerprint, never the key
+        from reid.service.routes.deps import key_fingerprint
+
+        fp1, fp2 = key_fingerprint("k1"), key_fingerprint("k2")
+        assert fp1 != fp2 and "k1" not in log
+        lines = log.splitlines()
+        assert any("POST /gallery 201" in ln and f"client={fp1}" in ln for ln in lines)  # the upload, by k1
+        assert any("GET /gallery/" in ln and f"client={fp2}" in ln for ln in lines)  # the thumbnail, by k2
+        assert "erased 0 items matching {'camera': ['nobody']}" in log
     finally:
         srv.stop()
 

@@ -124,9 +124,12 @@ class RequestIdMiddleware:
                 except Exception:  # metrics must never break a request
                     self.log.exception("metrics observe failed")
             if route not in ("/healthz", "/metrics"):
-                self.log.info("%s %s %d %.1fms", scope.get("method"), scope.get("path"), status, dt * 1000,
+                client = scope["state"].get("client")  # the API key's fingerprint (routes/deps.py)
+                self.log.info("%s %s %d %.1fms%s", scope.get("method"), scope.get("path"), status, dt * 1000,
+                              f" client={client}" if client else "",
                               extra={"method": scope.get("method"), "path": scope.get("path"),
-                                     "route": route, "status": status, "duration_ms": round(dt * 1000, 2)})
+                                     "route": route, "status": status, "duration_ms": round(dt * 1000, 2),
+                                     **({"client": client} if client else {})})
             request_id_var.reset(token)
 
 

@@ -3,6 +3,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import hmac
 from typing import Annotated, Any
 
@@ -20,9 +21,16 @@ def _valid(key: str | None, keys: list[str]) -> bool:
     return key is not None and any(hmac.compare_digest(key.encode(), k.encode()) for k in keys)
 
 
+def key_fingerprint(key: str) -> str:
+    """What the access log records of the caller's key: the first 12 hex digits of its SHA-256, enough
+    to tell the keys (and so the people or systems holding them) apart, never the key itself."""
+    return hashlib.sha256(key.encode()).hexdigest()[:12]
+
+
 def require_key(request: Request) -> None:
     """When API keys are configured, demand a valid ``X-API-Key`` (401 otherwise). GET requests may
-    pass ``?api_key=`` instead so that <img src> thumbnails work in a browser."""
+    pass ``?api_key=`` instead so that <img src> thumbnails work in a browser. The key's fingerprint
+    goes into the request's access-log line (``client``): who searched for whom, who erased what."""
     keys: list[str] = request.app.state.settings.keys
     if not keys:
         return
@@ -31,6 +39,7 @@ def require_key(request: Request) -> None:
         key = request.query_params.get("api_key")
     if not _valid(key, keys):
         raise BadInput(f"missing or invalid API key (send it in the {API_KEY_HEADER} header)", 401)
+    request.state.client = key_fingerprint(key)
 
 
 def settings_of(request: Request) -> Settings:

@@ -4,6 +4,7 @@ thumbnail, scene, crops, delete (one item, or every item a filter matches)."""
 from __future__ import annotations
 
 import inspect
+import logging
 import os
 import shutil
 import uuid
@@ -31,6 +32,7 @@ from reid.service.schemas import (
 from reid.service.store import Filters
 from reid.service.uploads import BadInput, expand, looks_like_video
 
+log = logging.getLogger(__name__)
 router = APIRouter(tags=["gallery"], dependencies=[Depends(require_key)], responses=ERROR_RESPONSES)
 
 
@@ -161,7 +163,10 @@ def delete_matching(gallery: GalleryDep, which: Annotated[ItemFilter, Query()]) 
     if not filters.active():
         raise BadInput("DELETE /gallery needs a filter (camera, exclude_camera, since, until or kind); "
                        "to delete one item use DELETE /gallery/{id}", 422)
-    return Deleted(deleted=gallery.delete_matching(filters))
+    n = gallery.delete_matching(filters)
+    asked = which.model_dump(exclude_none=True)  # an erasure is an auditable event: what was asked, how much went
+    log.info("erased %d items matching %s", n, asked, extra={"erased": n, "filters": asked})
+    return Deleted(deleted=n)
 
 
 def _filters(which: ItemFilter) -> Filters:
