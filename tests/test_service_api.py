@@ -403,8 +403,19 @@ def test_similar_items_use_the_stored_item_as_the_query(server: Server, split) -
         body = c.get(f"/gallery/{trk['id']}/similar", params={"top_k": 3}).json()
         assert body["query"]["kind"] == "tracklet" and body["query"]["n_frames"] == 3
         assert trk["id"] not in [h["id"] for h in body["results"]] and len(body["results"]) == 3
+        # several sightings the investigator confirmed: averaged like a query tracklet of their photos,
+        # all of them left out
+        ids = [it["id"] for it in r.json()["items"][:2]]
+        by_photos = query(c, gallery[:2], top_k=8, cameras="S").json()["results"]
+        both = c.get(f"/gallery/{ids[0]}/similar", params={"top_k": 6, "cameras": "S", "also": ids[1:]}).json()
+        expected = [h for h in by_photos if h["id"] not in ids][:6]
+        assert [h["id"] for h in both["results"]] == [h["id"] for h in expected]
+        assert [h["score"] for h in both["results"]] == pytest.approx([h["score"] for h in expected], abs=1e-3)
         # bad input: clear 4xx, nothing changes
         total = c.get("/gallery").json()["total"]
+        r = c.get(f"/gallery/{first}/similar", params={"also": [999998, 999999]})
+        assert r.status_code == 404 and "items 999998, 999999 not found" in r.json()["detail"]
+        assert c.get(f"/gallery/{first}/similar", params={"also": [0]}).status_code == 422
         assert c.get("/gallery/999999/similar").status_code == 404
         assert "not found" in c.get("/gallery/999999/similar").json()["detail"]
         assert c.get(f"/gallery/{first}/similar", params={"top_k": 0}).status_code == 422

@@ -253,6 +253,21 @@ def test_results_can_be_read_in_time_order(server: str, browser) -> None:
     assert hall == sorted(hall, key=lambda r: int(r[1:]))  # same time: by rank
     page.select_option("#results-order", "score")
     assert shown() == by_score
+
+    # confirm the two best hits as the same person, then search with both: they are the query now
+    assert page.locator("#marked-bar").is_hidden()
+    cards = page.locator("#results li.card")
+    ids = [cards.nth(i).get_attribute("data-id") for i in range(2)]
+    for i in range(2):
+        cards.nth(i).locator(".mark input").check()
+    assert page.inner_text("#search-marked") == "Search with the 2 marked"
+    page.click("#search-marked")
+    page.wait_for_function(
+        "document.querySelector('#search-status').textContent.includes('like the 2 marked items')", timeout=60000)
+    assert page.locator("#results li.card").count() == 3
+    assert not {page.locator("#results li.card").nth(i).get_attribute("data-id") for i in range(3)} & set(ids)
+    page.click("#clear-marked")
+    assert page.locator("#marked-bar").is_hidden()
     assert not errors, errors
 
 

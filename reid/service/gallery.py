@@ -408,18 +408,22 @@ class Gallery:
         return [Hit(recs[i], float(s)) for i, s in pairs if i in recs]
 
     def similar(
-        self, item_id: int, k: int, filters: Filters | None = None, min_score: float | None = None,
+        self, item_ids: Sequence[int], k: int, filters: Filters | None = None, min_score: float | None = None,
         rerank: str | None = None, rerank_k: int = 100,
     ) -> list[Hit] | None:
-        """Items like a stored one, ranked with its stored vector as the query and the item itself
-        left out: an investigator's next step from a hit (a tracklet is often a better query than
-        the photo that found it). None if the item does not exist."""
-        _, vectors = self.store.vectors([item_id], self.info.dim)
-        if not len(vectors):
+        """Items like stored ones, ranked with their stored vectors (averaged, as one person's) as the
+        query and the items themselves left out: an investigator's next step from hits they confirmed
+        (a tracklet, or several sightings, is often a better query than the photo that found them).
+        CAN re-scores against the first item's map. None if any of the items does not exist."""
+        ids = list(dict.fromkeys(item_ids))
+        found, vectors = self.store.vectors(ids, self.info.dim)
+        if len(found) < len(ids):
             return None
-        query_map = self.maps_of([item_id]).get(item_id) if rerank == "can" else None
-        hits = self.search(vectors[0], k + 1, filters, min_score, rerank, rerank_k, query_map)
-        return [h for h in hits if h.record.id != item_id][:k]
+        q = vectors.mean(axis=0)
+        q /= max(float(np.linalg.norm(q)), 1e-12)
+        query_map = self.maps_of(ids[:1]).get(ids[0]) if rerank == "can" else None
+        hits = self.search(q, k + len(ids), filters, min_score, rerank, rerank_k, query_map)
+        return [h for h in hits if h.record.id not in ids][:k]
 
     def _rerank_can(self, shortlist: list[tuple[int, float]], query_map: np.ndarray | None) -> list[tuple[int, float]]:
         if self.pair is None or query_map is None:

@@ -104,6 +104,14 @@ class SearchOptions(BaseModel):
     rerank_k: int = Field(100, ge=1, le=1000, description="rerank=can: shortlist length")
 
 
+class SimilarOptions(SearchOptions):
+    """GET /gallery/{id}/similar: the search options, plus more items of the same person."""
+
+    also: list[Annotated[int, Field(ge=1, le=MAX_SQL_INT)]] | None = Field(
+        None, max_length=100, description="more items the investigator confirmed as the same person (repeat "
+        "the parameter): their stored vectors are averaged with the item's, and all of them are left out")
+
+
 class QueryInfo(BaseModel):
     kind: ItemKind
     n_frames: int

@@ -21,7 +21,7 @@ def search(images: list[Path], like: int | None, top_k: int, filters: Any, setti
     embedder, gallery = open_gallery(settings)
     try:
         if like is not None:
-            hits = gallery.similar(like, top_k, filters)
+            hits = gallery.similar([like], top_k, filters)
             return hits if hits is not None else fail(f"gallery item {like} not found")
         q = embedder.embed(frames)[0] if len(frames) == 1 else embedder.embed_tracklet(frames)
         return gallery.search(q, top_k, filters)

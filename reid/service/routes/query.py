@@ -12,7 +12,16 @@ from fastapi.concurrency import run_in_threadpool
 from reid.service.inputs import build_filters
 from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.routes.gallery import is_video
-from reid.service.schemas import ERROR_RESPONSES, Hit, ItemId, QueryInfo, QueryResponse, SearchOptions, item_fields
+from reid.service.schemas import (
+    ERROR_RESPONSES,
+    Hit,
+    ItemId,
+    QueryInfo,
+    QueryResponse,
+    SearchOptions,
+    SimilarOptions,
+    item_fields,
+)
 from reid.service.store import Filters
 from reid.service.uploads import BadInput, expand, read_clip
 
@@ -83,14 +92,17 @@ async def query(
 
 @router.get("/gallery/{item_id}/similar", response_model=QueryResponse)
 def similar(request: Request, gallery: GalleryDep, item_id: ItemId,
-            options: Annotated[SearchOptions, Query()]) -> QueryResponse:
-    """Gallery items like this one (its stored embedding as the query; the item itself left out)."""
+            options: Annotated[SimilarOptions, Query()]) -> QueryResponse:
+    """Gallery items like this one (its stored embedding as the query; the item itself left out), or
+    like it and the ``also`` items together (one person's sightings, averaged)."""
     t0 = time.perf_counter()
     filters = _filters(options, gallery)
+    ids = [item_id, *(options.also or [])]
     rec = gallery.get(item_id)
-    hits = (gallery.similar(item_id, options.top_k, filters, options.min_score, options.rerank, options.rerank_k)
+    hits = (gallery.similar(ids, options.top_k, filters, options.min_score, options.rerank, options.rerank_k)
             if rec else None)
     if hits is None:
-        raise BadInput(f"gallery item {item_id} not found", 404)
+        missing = [i for i in dict.fromkeys(ids) if gallery.get(i) is None]
+        raise BadInput(f"gallery item{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} not found", 404)
     request.app.state.metrics.search.observe(time.perf_counter() - t0)
     return _response(hits, t0, QueryInfo(kind=rec.kind, n_frames=rec.n_frames, rerank=options.rerank))

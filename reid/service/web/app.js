@@ -191,6 +191,13 @@ function card(item, opts = {}) {
       onclick: (e) => { e.preventDefault(); openDetail(item.id); }, text: "details" }),
     el("button", { type: "button", class: "link", title: "Search with this item as the query",
       onclick: () => searchLike(item.id), text: "find similar" }));
+  if (opts.rank != null) {  // a search hit: the investigator can confirm it as the same person
+    const box = el("input", { type: "checkbox", "aria-label": `Item ${item.id} is the same person` });
+    box.checked = marked.has(item.id);
+    box.addEventListener("change", () => { box.checked ? marked.add(item.id) : marked.delete(item.id); showMarked(); });
+    actions.append(el("label", { class: "mark", title: "Mark as the same person, then search with all marked" },
+      box, " same person"));
+  }
   if (opts.deletable) {
     actions.append(el("button", { type: "button", class: "danger", "aria-label": `Delete item ${item.id}`,
       onclick: () => deleteItem(item.id, li), text: "Delete" }));
@@ -268,6 +275,23 @@ function searchOptions() {
     if (iso) out.push([name, iso]);
   }
   return out;
+}
+
+// Hits marked "same person" (item ids, kept across searches): searching with all of them averages
+// their stored vectors — several confirmed sightings find more than one photo does.
+const marked = new Set();
+
+function showMarked() {
+  $("#marked-bar").hidden = !marked.size;
+  $("#search-marked").textContent = `Search with the ${marked.size} marked`;
+}
+
+function searchMarked() {
+  const [first, ...also] = marked;
+  const q = new URLSearchParams(searchOptions());
+  for (const id of also) q.append("also", String(id));
+  showResults(() => api(`gallery/${encodeURIComponent(first)}/similar?${q}`),
+    ` like the ${marked.size} marked item${marked.size > 1 ? "s" : ""}`);
 }
 
 // The last search's hits, best first: re-drawn by score or by time without searching again.
@@ -396,6 +420,8 @@ async function deleteItem(id, node) {
   try {
     await api(`gallery/${encodeURIComponent(id)}`, { method: "DELETE" });
     node.remove();
+    marked.delete(id);
+    showMarked();
     loadCameras();
     for (const n of document.querySelectorAll(`[data-id="${CSS.escape(String(id))}"]`)) n.remove();
     setStatus($("#gallery-status"), `Deleted item ${id}.`);
@@ -576,6 +602,8 @@ $("#gallery-form").addEventListener("submit", (e) => { e.preventDefault(); loadG
 $("#gallery-more").addEventListener("click", () => loadGallery(false));
 $("#gallery-delete").addEventListener("click", deleteMatching);
 $("#results-order").addEventListener("change", renderResults);
+$("#search-marked").addEventListener("click", searchMarked);
+$("#clear-marked").addEventListener("click", () => { marked.clear(); showMarked(); renderResults(); });
 $("#upload-form").addEventListener("submit", upload);
 showTab(location.hash.slice(1));
 loadCameras();
