@@ -41,7 +41,12 @@ def test_index_footage_from_the_command_line(tmp_path: Path) -> None:
     rows = [line.split("│") for line in like.stdout.splitlines() if line.count("│") >= 6]
     ids = [int(r[2]) for r in rows if r[2].strip().isdigit()]
     assert total >= 2 and sorted(ids) == list(range(2, total + 1)), like.stdout
+    both = reid("query", "--like", "1", "--like", "2", "--data-dir", data, "--top-k", "50")  # two sightings
+    rows = [line.split("│") for line in both.stdout.splitlines() if line.count("│") >= 6]
+    assert both.returncode == 0 and sorted(int(r[2]) for r in rows if r[2].strip().isdigit()) == \
+        list(range(3, total + 1)), both.stdout + both.stderr
     for args, needle in ((["--like", "999"], "gallery item 999 not found"), ([], "not both"),
+                         (["--like", "1", "--like", "998", "--like", "999"], "gallery items 998, 999 not found"),
                          ([str(clip), "--like", "1"], "not both")):
         r = reid("query", *args, "--data-dir", data)
         assert r.returncode == 2 and needle in r.stderr and "Traceback" not in r.stderr, r.stderr

@@ -10,8 +10,9 @@ import typer
 from reid.service.commands.common import fail, open_gallery, settings_from
 
 
-def search(images: list[Path], like: int | None, top_k: int, filters: Any, settings: Any) -> list[Any]:
-    """The top hits for one query: images (several = one query tracklet) or a stored item (``like``)."""
+def search(images: list[Path], like: list[int], top_k: int, filters: Any, settings: Any) -> list[Any]:
+    """The top hits for one query: images (several = one query tracklet) or stored items (``like``:
+    several = one person's sightings, averaged)."""
     from reid.service.uploads import BadInput, decode_image
 
     try:
@@ -20,9 +21,12 @@ def search(images: list[Path], like: int | None, top_k: int, filters: Any, setti
         raise typer.BadParameter(str(getattr(e, "message", e))) from e
     embedder, gallery = open_gallery(settings)
     try:
-        if like is not None:
-            hits = gallery.similar([like], top_k, filters)
-            return hits if hits is not None else fail(f"gallery item {like} not found")
+        if like:
+            hits = gallery.similar(like, top_k, filters)
+            if hits is None:
+                missing = [str(i) for i in dict.fromkeys(like) if gallery.get(i) is None]
+                fail(f"gallery item{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found")
+            return hits
         q = embedder.embed(frames)[0] if len(frames) == 1 else embedder.embed_tracklet(frames)
         return gallery.search(q, top_k, filters)
     finally:
@@ -32,8 +36,9 @@ def search(images: list[Path], like: int | None, top_k: int, filters: Any, setti
 
 def query_command(
     images: list[Path] = typer.Argument(None, help="query image (several = one query tracklet)"),
-    like: int = typer.Option(None, "--like", min=1, help="a stored item's id as the query instead (the item "
-                             "itself left out; GET /gallery/{id}/similar)"),
+    like: list[int] = typer.Option(None, "--like", min=1, help="a stored item's id as the query instead (the "
+                                   "item itself left out; GET /gallery/{id}/similar); repeat for several "
+                                   "sightings of one person (averaged)"),
     top_k: int = typer.Option(10, min=1, max=1000, help="hits to print"),
     camera: list[str] = typer.Option(None, help="only these cameras"),
     exclude_camera: list[str] = typer.Option(None, help="skip these cameras"),
@@ -46,11 +51,11 @@ def query_command(
 
     from reid.service.store import Filters
 
-    if bool(images) == (like is not None):
+    if bool(images) == bool(like):
         raise typer.BadParameter("give query images or --like ITEM_ID, not both")
     settings = settings_from(model=model, data_dir=data_dir)
-    hits = search(images or [], like, top_k, Filters(cameras=camera or None, exclude_cameras=exclude_camera or None),
-                  settings)
+    filters = Filters(cameras=camera or None, exclude_cameras=exclude_camera or None)
+    hits = search(images or [], like or [], top_k, filters, settings)
     table = Table("rank", "id", "score", "kind", "camera", "source")
     for r, h in enumerate(hits, 1):
         table.add_row(str(r), str(h.record.id), f"{h.score:.4f}", h.record.kind, h.record.camera,
