@@ -503,6 +503,18 @@ def test_choice_settings_are_case_insensitive_and_checked(monkeypatch) -> None:
         monkeypatch.delenv(name)
 
 
+def test_a_negative_retention_or_detection_rate_is_a_cli_error_naming_the_variable(monkeypatch, tmp_path) -> None:
+    from typer.testing import CliRunner
+
+    from reid.cli import app
+
+    for name in ("REID_RETENTION_DAYS", "REID_FOOTAGE_DETECT_FPS"):
+        monkeypatch.setenv(name, "-1")
+        res = CliRunner().invoke(app, ["serve", "--data-dir", str(tmp_path / "data")])
+        assert res.exit_code == 2 and name in res.output and "Traceback" not in res.output, res.output
+        monkeypatch.delenv(name)
+
+
 def test_a_database_from_the_previous_release_gains_the_scene_column(tmp_path: Path) -> None:
     import sqlite3
 

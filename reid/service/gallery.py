@@ -73,6 +73,13 @@ class _AlreadyIndexed(Exception):
     """Rolls back a footage write whose footage id is already in the gallery."""
 
 
+class ItemsNotFound(LookupError):
+    """Some of the gallery items a request names do not exist; the message names them."""
+
+    def __init__(self, missing: Sequence[int]) -> None:
+        super().__init__(f"gallery item{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} not found")
+
+
 class ModelMismatch(RuntimeError):
     """The gallery's vectors come from another model than the configured one."""
 
@@ -410,15 +417,15 @@ class Gallery:
     def similar(
         self, item_ids: Sequence[int], k: int, filters: Filters | None = None, min_score: float | None = None,
         rerank: str | None = None, rerank_k: int = 100,
-    ) -> list[Hit] | None:
+    ) -> list[Hit]:
         """Items like stored ones, ranked with their stored vectors (averaged, as one person's) as the
         query and the items themselves left out: an investigator's next step from hits they confirmed
         (a tracklet, or several sightings, is often a better query than the photo that found them).
-        CAN re-scores against the first item's map. None if any of the items does not exist."""
+        CAN re-scores against the first item's map. :class:`ItemsNotFound` names the ids that do not exist."""
         ids = list(dict.fromkeys(item_ids))
         found, vectors = self.store.vectors(ids, self.info.dim)
         if len(found) < len(ids):
-            return None
+            raise ItemsNotFound(sorted(set(ids) - set(found.tolist())))
         q = vectors.mean(axis=0)
         q /= max(float(np.linalg.norm(q)), 1e-12)
         query_map = self.maps_of(ids[:1]).get(ids[0]) if rerank == "can" else None

@@ -13,6 +13,7 @@ from reid.service.commands.common import fail, open_gallery, settings_from
 def search(images: list[Path], like: list[int], top_k: int, filters: Any, settings: Any) -> list[Any]:
     """The top hits for one query: images (several = one query tracklet) or stored items (``like``:
     several = one person's sightings, averaged)."""
+    from reid.service.gallery import ItemsNotFound
     from reid.service.uploads import BadInput, decode_image
 
     try:
@@ -22,11 +23,10 @@ def search(images: list[Path], like: list[int], top_k: int, filters: Any, settin
     embedder, gallery = open_gallery(settings)
     try:
         if like:
-            hits = gallery.similar(like, top_k, filters)
-            if hits is None:
-                missing = [str(i) for i in dict.fromkeys(like) if gallery.get(i) is None]
-                fail(f"gallery item{'s' if len(missing) > 1 else ''} {', '.join(missing)} not found")
-            return hits
+            try:
+                return gallery.similar(like, top_k, filters)
+            except ItemsNotFound as e:
+                fail(str(e))
         q = embedder.embed(frames)[0] if len(frames) == 1 else embedder.embed_tracklet(frames)
         return gallery.search(q, top_k, filters)
     finally:

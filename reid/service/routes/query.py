@@ -9,6 +9,7 @@ from typing import Annotated
 from fastapi import APIRouter, Depends, File, Form, Query, Request, UploadFile
 from fastapi.concurrency import run_in_threadpool
 
+from reid.service.gallery import ItemsNotFound
 from reid.service.inputs import build_filters
 from reid.service.routes.deps import EmbedderDep, GalleryDep, SettingsDep, read_files, require_key
 from reid.service.routes.gallery import is_video
@@ -97,12 +98,13 @@ def similar(request: Request, gallery: GalleryDep, item_id: ItemId,
     like it and the ``also`` items together (one person's sightings, averaged)."""
     t0 = time.perf_counter()
     filters = _filters(options, gallery)
-    ids = [item_id, *(options.also or [])]
-    rec = gallery.get(item_id)
-    hits = (gallery.similar(ids, options.top_k, filters, options.min_score, options.rerank, options.rerank_k)
-            if rec else None)
-    if hits is None:
-        missing = [i for i in dict.fromkeys(ids) if gallery.get(i) is None]
-        raise BadInput(f"gallery item{'s' if len(missing) > 1 else ''} {', '.join(map(str, missing))} not found", 404)
+    try:
+        hits = gallery.similar([item_id, *(options.also or [])], options.top_k, filters, options.min_score,
+                               options.rerank, options.rerank_k)
+        rec = gallery.get(item_id)
+        if rec is None:  # deleted meanwhile
+            raise ItemsNotFound([item_id])
+    except ItemsNotFound as e:
+        raise BadInput(str(e), 404) from e
     request.app.state.metrics.search.observe(time.perf_counter() - t0)
     return _response(hits, t0, QueryInfo(kind=rec.kind, n_frames=rec.n_frames, rerank=options.rerank))
